@@ -1,0 +1,138 @@
+package contextvars
+
+import (
+	"fmt"
+	"iter"
+	"sync/atomic"
+)
+
+// A Context is a mapping from vars to values: Python's contextvars.Context.
+// Every goroutine has a current context, where [Var.Get] and [Var.Set] look;
+// [Context.Run] makes a context current for the length of a call.
+//
+// A Context's read methods (Len, Contains, Get, All, Keys, Values, Copy,
+// String) may be called from any goroutine at any time, also while another
+// goroutine is inside c.Run and setting vars. Each read sees a snapshot: the
+// complete state after some Set or Reset, never a torn one. Only the goroutine
+// running inside c changes it.
+//
+// A Context is used by pointer. The zero Context is empty and ready for use,
+// but [New] or [CopyContext] say what is meant. A Context must not be copied
+// by value.
+type Context struct {
+	// root is the trie of bindings. It is always safe to load, and stored
+	// only by the goroutine inside c.Run (or, for a goroutine's implicit
+	// context, by that goroutine). The store synchronizes before any load
+	// that observes it, and no node changes once published, so a reader
+	// sees a complete trie.
+	root atomic.Pointer[node]
+
+	// entered is the ownership flag; see "Ownership" in run.go.
+	entered atomic.Bool
+}
+
+// New returns a new, empty context: Python's contextvars.Context().
+func New() *Context {
+	return new(Context)
+}
+
+// CopyContext returns a copy of the calling goroutine's current context:
+// Python's contextvars.copy_context(). It is O(1): the copy shares the
+// original's trie, and later changes to either are not seen by the other.
+func CopyContext() *Context {
+	c := new(Context)
+	if cur := current(); cur != nil {
+		c.root.Store(cur.root.Load())
+	}
+	return c
+}
+
+// Copy returns a shallow copy of c: Python's Context.copy(). It is O(1).
+// A nil c copies as an empty context.
+func (c *Context) Copy() *Context {
+	d := new(Context)
+	if c != nil {
+		d.root.Store(c.root.Load())
+	}
+	return d
+}
+
+// Len returns the number of vars set in c: Python's len(ctx).
+func (c *Context) Len() int {
+	if c == nil {
+		return 0
+	}
+	return c.root.Load().len()
+}
+
+// Contains reports whether c holds a value for key: Python's `var in ctx`.
+func (c *Context) Contains(key Key) bool {
+	_, ok := c.Get(key)
+	return ok
+}
+
+// Get returns the value of key in c, ignoring the var's default. The ok
+// result is false if c holds no value for key, where Python's ctx[var]
+// raises KeyError and ctx.get(var) returns None. [Var.In] is the typed form.
+func (c *Context) Get(key Key) (any, bool) {
+	if c == nil || key == nil {
+		return nil, false
+	}
+	k := key.core()
+	if k == nil {
+		return nil, false
+	}
+	if l := c.root.Load().get(k); l != nil {
+		return l.entry.value(), true
+	}
+	return nil, false
+}
+
+// All returns an iterator over the vars set in c and their values: Python's
+// iter(ctx) and ctx.items(). The order is unspecified. The loop walks the
+// snapshot taken when it starts: vars set meanwhile, by the loop body or by
+// another goroutine, neither block it nor appear in it.
+func (c *Context) All() iter.Seq2[Key, any] {
+	return func(yield func(Key, any) bool) {
+		c.snapshot().walk(func(l *node) bool {
+			return yield(l.entry.key(), l.entry.value())
+		})
+	}
+}
+
+// Keys returns an iterator over the vars set in c: Python's ctx.keys(). It
+// walks a snapshot, as [Context.All] does.
+func (c *Context) Keys() iter.Seq[Key] {
+	return func(yield func(Key) bool) {
+		c.snapshot().walk(func(l *node) bool {
+			return yield(l.entry.key())
+		})
+	}
+}
+
+// Values returns an iterator over the values set in c: Python's
+// ctx.values(). It walks a snapshot, as [Context.All] does.
+func (c *Context) Values() iter.Seq[any] {
+	return func(yield func(any) bool) {
+		c.snapshot().walk(func(l *node) bool {
+			return yield(l.entry.value())
+		})
+	}
+}
+
+// String returns a short description of c: <Context 3 vars>.
+func (c *Context) String() string {
+	n := c.Len()
+	if n == 1 {
+		return "<Context 1 var>"
+	}
+	return fmt.Sprintf("<Context %d vars>", n)
+}
+
+// snapshot returns c's trie as it is now; nil for a nil c.
+func (c *Context) snapshot() *node {
+	if c == nil {
+		return nil
+	}
+	return c.root.Load()
+}

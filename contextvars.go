@@ -1,0 +1,138 @@
+// Package contextvars is a Go port of Python's contextvars module (PEP 567):
+// variables whose values follow the flow of execution, so that request IDs,
+// tracing spans, tenants, locales or deadlines reach the code that needs
+// them without being passed through every call.
+//
+// A [Var] is a key. Its value is looked up in the calling goroutine's current
+// [Context], an immutable mapping from vars to values. [Var.Set] replaces the
+// current context's mapping with a new one and returns a [Token] that
+// [Var.Reset] takes to undo exactly that Set. [Context.Run] makes a context
+// current for the length of a call and contains every Set made inside it.
+// [CopyContext] snapshots the current context in O(1); a snapshot never
+// changes under you.
+//
+//	var requestID = contextvars.NewVarWithDefault("request_id", "-")
+//
+//	func handle(id string) error {
+//		return contextvars.New().Run(func() error {
+//			requestID.Set(id)
+//			return serve() // serve and everything it calls see id
+//		})
+//	}
+//
+// # Python to Go
+//
+//	Python                          Go
+//	ContextVar(name)                NewVar[T](name)
+//	ContextVar(name, default=d)     NewVarWithDefault(name, d)
+//	var.name                        v.Name()
+//	var.get()                       v.Get()           (ok=false: LookupError)
+//	var.get(default)                v.GetOr(default)
+//	var.set(value)                  v.Set(value)      returns *Token[T]
+//	var.reset(token)                v.Reset(token)    or token.Reset()
+//	with var.set(value): ...        defer v.Set(value).Reset()
+//	token.var, token.old_value      t.Var(), t.OldValue() (ok=false: Token.MISSING)
+//	Context()                       New()
+//	copy_context()                  CopyContext()
+//	ctx.run(f)                      c.Run(f), Call(c, f)
+//	ctx.copy()                      c.Copy()
+//	ctx[var], ctx.get(var)          c.Get(v), v.In(c) (ok=false: KeyError / None)
+//	var in ctx                      c.Contains(v)
+//	len(ctx)                        c.Len()
+//	iter(ctx), keys, values, items  c.Keys(), c.Values(), c.All()
+//	RuntimeError (entered)          ErrAlreadyEntered
+//	RuntimeError (token used)       ErrTokenUsed
+//	ValueError (token var/context)  ErrTokenVar, ErrTokenContext
+//	threading.Thread + copy         Go(fn)
+//
+// # Goroutines
+//
+// Each goroutine has its own current context, as each Python thread does.
+// Outside any Run, Get and Set act on the goroutine's implicit context, made
+// by its first Set. A goroutine started with a plain go statement starts with
+// an empty context; [Go] starts one inside a copy of the caller's current
+// context, as asyncio does for tasks. The implicit contexts of goroutines that
+// have exited are reclaimed, so memory stays bounded however many goroutines
+// come and go; run.go tells how.
+//
+// A Context can be current on one goroutine at a time, and never twice on one:
+// Run on a context that is already entered returns [ErrAlreadyEntered]. A
+// Context's read methods are safe from any goroutine at any time.
+//
+// Var.Get and Context.Run take no lock and allocate nothing; Var.Set
+// allocates once. Goroutine identity comes from github.com/petermattis/goid;
+// the package uses no go:linkname and leaves runtime/pprof labels alone.
+//
+// # Errors
+//
+// Errors returned by this package have messages that start "contextvars: "
+// and keep CPython's wording. Test for the cases with errors.Is and the
+// sentinels below. Calls that have no error result and are given a nil
+// *Var or a nil func panic with an error whose message starts
+// "contextvars: ".
+package contextvars
+
+import "errors"
+
+var (
+	// ErrAlreadyEntered is returned by [Context.Run] and [Call] when the
+	// context is already entered, by the calling goroutine or another one.
+	// Python raises RuntimeError.
+	ErrAlreadyEntered = errors.New("contextvars: context is already entered")
+
+	// ErrTokenUsed is returned by [Var.Reset] and [Token.Reset] for a token
+	// that has already been used to reset. Python raises RuntimeError.
+	ErrTokenUsed = errors.New("contextvars: token has already been used once")
+
+	// ErrTokenVar is returned by [Var.Reset] for a token made by another
+	// var. Python raises ValueError.
+	ErrTokenVar = errors.New("contextvars: token was created by a different ContextVar")
+
+	// ErrTokenContext is returned by [Var.Reset] and [Token.Reset] for a
+	// token made in a context other than the calling goroutine's current
+	// one. Python raises ValueError.
+	ErrTokenContext = errors.New("contextvars: token was created in a different Context")
+
+	// ErrNilToken is returned by [Var.Reset] and [Token.Reset] for a nil or
+	// zero token, one that no Set made. Python raises TypeError.
+	ErrNilToken = errors.New("contextvars: nil token")
+)
+
+// Errors for other bad input. They are not sentinels of the API; their text
+// says what was wrong.
+var (
+	errNilContext = errors.New("contextvars: nil *Context")
+	errNilFunc    = errors.New("contextvars: nil func")
+	errNilVar     = errors.New("contextvars: nil *Var")
+)
+
+// cvError is an error with its own message that wraps a sentinel, so that
+// errors.Is(err, sentinel) holds while the text reads like CPython's.
+type cvError struct {
+	sentinel error
+	msg      string
+}
+
+func (e *cvError) Error() string { return e.msg }
+func (e *cvError) Unwrap() error { return e.sentinel }
+
+// errNilTokenf returns an error wrapping ErrNilToken that says what was nil.
+func errNilTokenf(what string) error {
+	return &cvError{ErrNilToken, "contextvars: nil token: " + what}
+}
+
+// Go calls fn in a new goroutine whose current context is a copy of the
+// caller's, taken before Go returns: what the caller had set is visible to
+// fn, and what fn sets is not visible to the caller. It is the goroutine
+// counterpart of Python's asyncio.create_task, which runs a task in a copy of
+// the current context. The new goroutine's state is dropped when fn returns,
+// panics or calls runtime.Goexit.
+//
+// Go panics if fn is nil.
+func Go(fn func()) {
+	if fn == nil {
+		panic(errNilFunc)
+	}
+	c := CopyContext()
+	go runGoroutine(c, fn)
+}

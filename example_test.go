@@ -1,0 +1,195 @@
+package contextvars_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/go-contextvars/contextvars"
+)
+
+// This example demonstrates Context.Run. It mirrors, step by step, the
+// Context.run example of Python's contextvars documentation
+// (https://docs.python.org/3/library/contextvars.html#contextvars.Context.run).
+func ExampleContext_Run() {
+	// Each example runs in a new context of its own, as the Python example
+	// runs at the top of a fresh program.
+	_ = contextvars.New().Run(func() error {
+		v := contextvars.NewVar[string]("var")
+		v.Set("spam")
+
+		var ctx *contextvars.Context
+		main := func() error {
+			// 'var' was set to 'spam' before
+			// calling 'copy_context()' and 'ctx.run(main)', so:
+			got, _ := v.Get()
+			fmt.Println(got) // 'spam'
+			got, _ = v.In(ctx)
+			fmt.Println(got) // 'spam'
+
+			v.Set("ham")
+
+			// Now, after setting 'var' to 'ham':
+			got, _ = v.Get()
+			fmt.Println(got) // 'ham'
+			got, _ = v.In(ctx)
+			fmt.Println(got) // 'ham'
+			return nil
+		}
+		ctx = contextvars.CopyContext()
+
+		// Any changes that the 'main' function makes to 'var'
+		// will be contained in 'ctx'.
+		_ = ctx.Run(main)
+
+		// The 'main()' function was run in the 'ctx' context,
+		// so changes to 'var' are contained in it:
+		got, _ := v.In(ctx)
+		fmt.Println(got) // 'ham'
+
+		// However, outside of 'ctx', 'var' is still set to 'spam':
+		got, _ = v.Get()
+		fmt.Println(got) // 'spam'
+		return nil
+	})
+	// Output:
+	// spam
+	// spam
+	// ham
+	// ham
+	// ham
+	// spam
+}
+
+// This example demonstrates a scoped Set, Python 3.14's `with var.set(x):`.
+func ExampleToken_Reset() {
+	_ = contextvars.New().Run(func() error {
+		locale := contextvars.NewVarWithDefault("locale", "en")
+
+		greet := func() {
+			l, _ := locale.Get()
+			fmt.Println("locale:", l)
+		}
+		func() {
+			defer locale.Set("fr").Reset()
+			greet()
+		}()
+		greet()
+		return nil
+	})
+	// Output:
+	// locale: fr
+	// locale: en
+}
+
+// This example demonstrates Var.Reset with the token of a Set, and what the
+// token records.
+func ExampleVar_Reset() {
+	_ = contextvars.New().Run(func() error {
+		v := contextvars.NewVar[int]("v")
+		t1 := v.Set(1)
+		t2 := v.Set(2)
+		old, ok := t2.OldValue()
+		fmt.Println("t2 old value:", old, ok)
+		_, ok = t1.OldValue()
+		fmt.Println("t1 had an old value:", ok) // Token.MISSING
+
+		_ = v.Reset(t2)
+		got, _ := v.Get()
+		fmt.Println("after reset t2:", got)
+		_ = v.Reset(t1)
+		_, ok = v.Get()
+		fmt.Println("set after reset t1:", ok)
+
+		err := v.Reset(t1)
+		fmt.Println(errors.Is(err, contextvars.ErrTokenUsed))
+		return nil
+	})
+	// Output:
+	// t2 old value: 1 true
+	// t1 had an old value: false
+	// after reset t2: 1
+	// set after reset t1: false
+	// true
+}
+
+// This example demonstrates Go: the new goroutine starts in a copy of the
+// caller's context.
+func ExampleGo() {
+	_ = contextvars.New().Run(func() error {
+		requestID := contextvars.NewVarWithDefault("request_id", "-")
+		requestID.Set("req-42")
+
+		var wg sync.WaitGroup
+		wg.Add(1)
+		contextvars.Go(func() {
+			defer wg.Done()
+			id, _ := requestID.Get()
+			fmt.Println("in Go:", id)
+		})
+		wg.Wait() // one at a time, for a stable output order
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id, _ := requestID.Get()
+			fmt.Println("in a plain go statement:", id)
+		}()
+		wg.Wait()
+		return nil
+	})
+	// Output:
+	// in Go: req-42
+	// in a plain go statement: -
+}
+
+// This example demonstrates the error for entering a context that is already
+// entered, Python's RuntimeError.
+func ExampleContext_Run_recursive() {
+	c := contextvars.New()
+	_ = c.Run(func() error {
+		err := c.Run(func() error { return nil })
+		fmt.Println(err)
+		fmt.Println(errors.Is(err, contextvars.ErrAlreadyEntered))
+		return nil
+	})
+	// Output:
+	// contextvars: cannot enter context: <Context 0 vars> is already entered
+	// true
+}
+
+// This example demonstrates Call, Run for a function with a result.
+func ExampleCall() {
+	c := contextvars.New()
+	user := contextvars.NewVar[string]("user")
+	greeting, err := contextvars.Call(c, func() (string, error) {
+		user.Set("ada")
+		u, _ := user.Get()
+		return "hello, " + u, nil
+	})
+	fmt.Println(greeting, err)
+	u, _ := user.In(c)
+	fmt.Println(u)
+	// Output:
+	// hello, ada <nil>
+	// ada
+}
+
+// This example demonstrates iterating over a context.
+func ExampleContext_All() {
+	c := contextvars.New()
+	a := contextvars.NewVar[int]("a")
+	b := contextvars.NewVar[string]("b")
+	_ = c.Run(func() error {
+		a.Set(1)
+		b.Set("two")
+		return nil
+	})
+	for k, v := range c.All() {
+		fmt.Println(k.Name(), v)
+	}
+	fmt.Println(c)
+	// Unordered output:
+	// a 1
+	// b two
+	// <Context 2 vars>
+}

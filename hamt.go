@@ -1,0 +1,299 @@
+package contextvars
+
+// This file provides the persistent (immutable) map behind every Context: a
+// hash array mapped trie (HAMT) keyed by var identity, after CPython's
+// Python/hamt.c.
+//
+// # Costs
+//
+// Copying a map is O(1): two contexts share one root pointer. get, set and
+// delete are O(log32 n); a set or delete copies the one root-to-leaf path it
+// changes and shares everything else with the old version. Len is O(1): every
+// inner node records how many leaves lie beneath it.
+//
+// # Hashes
+//
+// A key is a var's *varCore. Its hash is fixed when the var is made: a global
+// counter run through the SplitMix64 finalizer (see var.go). The finalizer is
+// a bijection on uint64, so two vars made by NewVar never share a hash and the
+// trie needs no collision handling in practice. It is not the var's name (two
+// vars may share a name and must stay distinct) nor its address (Go may move
+// nothing today, but a hash that changed with the address would break the
+// trie). Collision nodes still exist, for zero Vars (hash 0) and for the
+// tests, which force all-zero and few-bit hashes to exercise them.
+//
+// # Node kinds
+//
+// There is one Go type, node, so that a Context can publish its root with a
+// single atomic.Pointer; its fields say which kind a node is:
+//
+//	leaf       key != nil. One binding: key and the *Token[T] that holds
+//	           the value (entry). The leaf is embedded in that token, so a
+//	           Set costs one allocation for both.
+//	bitmap     key == nil, bitmap != 0. Up to 32 children, one per 5-bit
+//	           chunk of the hash at this level; children are stored densely
+//	           and found by popcount of the bitmap bits below the chunk's bit.
+//	collision  key == nil, bitmap == 0. Two or more leaves with one hash,
+//	           searched linearly.
+//
+// A leaf or collision node may sit at any depth: a lookup that reaches one
+// compares keys instead of following hash bits further. A bitmap node is only
+// made where two entries' hashes first differ, or under a path of such nodes.
+//
+// Corresponding operations in hamt.c: get ~ hamt_find, set ~ hamt_assoc,
+// delete ~ hamt_without.
+//
+// # Persistence
+//
+// No node changes once it is reachable from a root that a Context has
+// published: set and delete build new nodes for the changed path and return a
+// new root. The only writes to a node happen while it is private to the
+// function that allocated it.
+//
+// # Iteration
+//
+// walk visits leaves depth-first in slot order. The order is unspecified to
+// users; walk allocates nothing.
+//
+// # Further reading
+//
+// Phil Bagwell, "Ideal Hash Trees" (2001); CPython's Python/hamt.c.
+
+import "math/bits"
+
+const (
+	// bitsPerLevel is CPython's choice: 32-way nodes, so a uint32 bitmap
+	// covers a node and a million vars are four levels deep.
+	bitsPerLevel = 5
+	levelMask    = 1<<bitsPerLevel - 1
+	// maxShift is the first shift with no hash bits left. Two different
+	// hashes always differ at some shift below it.
+	maxShift = 64
+)
+
+// node is a leaf, bitmap or collision node; see the file comment.
+//
+// Invariants: a bitmap node has len(kids) == popcount(bitmap) >= 1, and a
+// bitmap node with a single kid has a bitmap node as that kid (a lone leaf or
+// collision node is stored in its parent's slot directly); a collision node
+// holds two or more leaves with equal hashes; size is the number of leaves
+// beneath an inner node. No empty node survives a delete: the empty map is
+// the nil *node.
+type node struct {
+	bitmap uint32
+	size   int32
+	kids   []*node  // bitmap and collision nodes
+	key    *varCore // leaf
+	entry  entry    // leaf: the *Token[T] holding the value
+}
+
+// entry is what a leaf points at: the *Token[T] whose Set made the binding.
+type entry interface {
+	key() Key
+	value() any
+}
+
+// isLeaf reports whether n is a leaf.
+func (n *node) isLeaf() bool { return n.key != nil }
+
+// hash returns the hash shared by every key beneath a leaf or collision node.
+func (n *node) hash() uint64 {
+	if n.key != nil {
+		return n.key.hash
+	}
+	return n.kids[0].key.hash
+}
+
+// len returns the number of bindings in the map rooted at n.
+func (n *node) len() int {
+	switch {
+	case n == nil:
+		return 0
+	case n.key != nil:
+		return 1
+	}
+	return int(n.size)
+}
+
+// get returns the leaf bound to k in the map rooted at n, or nil.
+func (n *node) get(k *varCore) *node {
+	h := k.hash
+	for shift := uint(0); n != nil; shift += bitsPerLevel {
+		if n.key != nil {
+			if n.key == k {
+				return n
+			}
+			return nil
+		}
+		if n.bitmap == 0 {
+			for _, l := range n.kids {
+				if l.key == k {
+					return l
+				}
+			}
+			return nil
+		}
+		bit := uint32(1) << ((h >> shift) & levelMask)
+		if n.bitmap&bit == 0 {
+			return nil
+		}
+		n = n.kids[bits.OnesCount32(n.bitmap&(bit-1))]
+	}
+	return nil
+}
+
+// set returns the map rooted at n with leaf l added, replacing any leaf with
+// l's key, and the leaf it replaced (nil if none). shift is n's depth in bits.
+// l must be a new leaf that no published map holds.
+func (n *node) set(l *node, shift uint) (root, replaced *node) {
+	if n == nil {
+		return l, nil
+	}
+	if n.bitmap == 0 { // leaf or collision node
+		h := n.hash()
+		if h != l.key.hash {
+			return merge(n, h, l, l.key.hash, shift), nil
+		}
+		if n.key != nil {
+			if n.key == l.key {
+				return l, n
+			}
+			kids := newKids(2)
+			kids[0], kids[1] = n, l
+			return &node{size: 2, kids: kids}, nil
+		}
+		for i, old := range n.kids {
+			if old.key == l.key {
+				c := &node{size: n.size, kids: cloneKids(n.kids, 0)}
+				c.kids[i] = l
+				return c, old
+			}
+		}
+		kids := cloneKids(n.kids, 1)
+		kids[len(n.kids)] = l
+		return &node{size: n.size + 1, kids: kids}, nil
+	}
+
+	bit := uint32(1) << ((l.key.hash >> shift) & levelMask)
+	i := bits.OnesCount32(n.bitmap & (bit - 1))
+	if n.bitmap&bit == 0 {
+		kids := newKids(len(n.kids) + 1)
+		copy(kids, n.kids[:i])
+		kids[i] = l
+		copy(kids[i+1:], n.kids[i:])
+		return &node{bitmap: n.bitmap | bit, size: n.size + 1, kids: kids}, nil
+	}
+	kid, replaced := n.kids[i].set(l, shift+bitsPerLevel)
+	c := &node{bitmap: n.bitmap, size: n.size, kids: cloneKids(n.kids, 0)}
+	c.kids[i] = kid
+	if replaced == nil {
+		c.size++
+	}
+	return c, replaced
+}
+
+// merge returns a node at depth shift holding a and b, two leaf or collision
+// nodes with different hashes ha and hb.
+func merge(a *node, ha uint64, b *node, hb uint64, shift uint) *node {
+	size := int32(a.len() + b.len())
+	ia, ib := (ha>>shift)&levelMask, (hb>>shift)&levelMask
+	if ia == ib {
+		kids := newKids(1)
+		kids[0] = merge(a, ha, b, hb, shift+bitsPerLevel)
+		return &node{bitmap: 1 << ia, size: size, kids: kids}
+	}
+	kids := newKids(2)
+	if ia < ib {
+		kids[0], kids[1] = a, b
+	} else {
+		kids[0], kids[1] = b, a
+	}
+	return &node{bitmap: 1<<ia | 1<<ib, size: size, kids: kids}
+}
+
+// delete returns the map rooted at n without k, and the leaf it removed (nil
+// if k was absent, in which case root is n itself). shift is n's depth.
+func (n *node) delete(k *varCore, shift uint) (root, removed *node) {
+	switch {
+	case n == nil:
+		return nil, nil
+	case n.key != nil:
+		if n.key == k {
+			return nil, n
+		}
+		return n, nil
+	case n.bitmap == 0:
+		for i, l := range n.kids {
+			if l.key != k {
+				continue
+			}
+			if len(n.kids) == 2 {
+				return n.kids[1-i], l
+			}
+			kids := newKids(len(n.kids) - 1)
+			copy(kids, n.kids[:i])
+			copy(kids[i:], n.kids[i+1:])
+			return &node{size: n.size - 1, kids: kids}, l
+		}
+		return n, nil
+	}
+
+	bit := uint32(1) << ((k.hash >> shift) & levelMask)
+	if n.bitmap&bit == 0 {
+		return n, nil
+	}
+	i := bits.OnesCount32(n.bitmap & (bit - 1))
+	kid, removed := n.kids[i].delete(k, shift+bitsPerLevel)
+	if removed == nil {
+		return n, nil
+	}
+	if kid == nil {
+		switch len(n.kids) {
+		case 1:
+			return nil, removed
+		case 2:
+			// Keep the invariant: a lone leaf or collision node moves up
+			// into the parent's slot.
+			if other := n.kids[1-i]; other.bitmap == 0 {
+				return other, removed
+			}
+		}
+		kids := newKids(len(n.kids) - 1)
+		copy(kids, n.kids[:i])
+		copy(kids[i:], n.kids[i+1:])
+		return &node{bitmap: n.bitmap &^ bit, size: n.size - 1, kids: kids}, removed
+	}
+	if len(n.kids) == 1 && kid.bitmap == 0 {
+		return kid, removed // a lone leaf or collision node moves up
+	}
+	c := &node{bitmap: n.bitmap, size: n.size - 1, kids: cloneKids(n.kids, 0)}
+	c.kids[i] = kid
+	return c, removed
+}
+
+// walk calls yield for each leaf in the map rooted at n until yield returns
+// false, and reports whether it visited every leaf.
+func (n *node) walk(yield func(*node) bool) bool {
+	if n == nil {
+		return true
+	}
+	if n.key != nil {
+		return yield(n)
+	}
+	for _, k := range n.kids {
+		if !k.walk(yield) {
+			return false
+		}
+	}
+	return true
+}
+
+// newKids returns a slice of n nil children.
+func newKids(n int) []*node { return make([]*node, n) }
+
+// cloneKids returns a copy of kids with room for extra more at the end.
+func cloneKids(kids []*node, extra int) []*node {
+	c := newKids(len(kids) + extra)
+	copy(c, kids)
+	return c
+}

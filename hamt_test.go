@@ -1,0 +1,333 @@
+package contextvars
+
+import (
+	"maps"
+	"math/bits"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/benbjohnson/immutable"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// hashers used to run the trie suite under different shapes, as Go's
+// hashtriemap tests run under a real, a zero and a truncated hash.
+var hashers = []struct {
+	name string
+	hash func(i int) uint64
+}{
+	{"real", func(int) uint64 { return nextHash() }},
+	// Every key collides: one collision node.
+	{"zero", func(int) uint64 { return 0 }},
+	// Two bits of hash: four collision nodes under one bitmap node.
+	{"fewbits", func(i int) uint64 { return uint64(i) & 3 }},
+	// Hashes differ only in their top bits: the deepest paths.
+	{"highbits", func(i int) uint64 { return uint64(i) << 58 }},
+	// Low bits equal, then differ: near collisions.
+	{"nearcollision", func(i int) uint64 { return uint64(i%5)<<40 | 0x1f }},
+}
+
+// keyset returns n trie keys hashed by hash.
+func keyset(n int, hash func(int) uint64) []*varCore {
+	ks := make([]*varCore, n)
+	for i := range ks {
+		ks[i] = &varCore{hash: hash(i), name: string(rune('a' + i%26))}
+	}
+	return ks
+}
+
+// leafOf returns a new leaf binding k to val, held by a token as in Var.Set.
+func leafOf(k *varCore, val int) *node {
+	t := &Token[int]{val: val}
+	t.leaf = node{key: k, entry: t}
+	return &t.leaf
+}
+
+func valueOf(l *node) int { return l.entry.(*Token[int]).val }
+
+// validate checks every invariant of the node kinds (see hamt.go) in the map
+// rooted at n, at depth shift, where every key has the hash bits prefix
+// below shift, and returns the number of leaves.
+func validate(t *testing.T, n *node, shift uint, prefix uint64) int {
+	t.Helper()
+	if n == nil {
+		return 0
+	}
+	mask := uint64(1)<<shift - 1
+	if shift >= 64 {
+		mask = ^uint64(0)
+	}
+	switch {
+	case n.key != nil:
+		require.Nil(t, n.kids, "leaf has kids")
+		require.Equal(t, prefix&mask, n.key.hash&mask, "leaf on the wrong path")
+		return 1
+	case n.bitmap == 0:
+		require.GreaterOrEqual(t, len(n.kids), 2, "collision node with fewer than two leaves")
+		for _, l := range n.kids {
+			require.NotNil(t, l.key, "collision node holds a non-leaf")
+			require.Equal(t, n.kids[0].key.hash, l.key.hash, "collision node with two hashes")
+		}
+		require.Equal(t, prefix&mask, n.kids[0].key.hash&mask, "collision node on the wrong path")
+		require.Equal(t, int32(len(n.kids)), n.size, "collision node size")
+		return len(n.kids)
+	}
+	require.Less(t, shift, uint(maxShift), "bitmap node below the last level")
+	require.Equal(t, bits.OnesCount32(n.bitmap), len(n.kids), "bitmap popcount != kids")
+	if len(n.kids) == 1 {
+		require.NotZero(t, n.kids[0].bitmap, "a lone leaf or collision node was not moved up")
+	}
+	total, i := 0, 0
+	for b := uint64(0); b < 32; b++ {
+		if n.bitmap&(1<<b) == 0 {
+			continue
+		}
+		total += validate(t, n.kids[i], shift+bitsPerLevel, prefix&mask|b<<shift)
+		i++
+	}
+	require.Equal(t, int32(total), n.size, "bitmap node size")
+	return total
+}
+
+// trieMap is the trie under test beside a Go map and immutable.Map holding
+// the same bindings (keys by index), after immutable_test.go's TMap.
+type trieMap struct {
+	keys  []*varCore
+	root  *node
+	model map[int]int
+	im    *immutable.Map[int, int]
+}
+
+func newTrieMap(keys []*varCore) *trieMap {
+	return &trieMap{keys: keys, model: map[int]int{}, im: immutable.NewMap[int, int](nil)}
+}
+
+func (m *trieMap) set(t *testing.T, k, v int) {
+	root, replaced := m.root.set(leafOf(m.keys[k], v), 0)
+	old, had := m.model[k]
+	if had {
+		require.NotNil(t, replaced, "set(%d) replaced nothing", k)
+		require.Equal(t, old, valueOf(replaced), "set(%d) replaced the wrong leaf", k)
+	} else {
+		require.Nil(t, replaced, "set(%d) replaced a leaf of an absent key", k)
+	}
+	m.root = root
+	m.model[k] = v
+	m.im = m.im.Set(k, v)
+}
+
+func (m *trieMap) delete(t *testing.T, k int) {
+	root, removed := m.root.delete(m.keys[k], 0)
+	if _, had := m.model[k]; had {
+		require.NotNil(t, removed, "delete(%d) removed nothing", k)
+	} else {
+		require.Nil(t, removed, "delete(%d) removed an absent key", k)
+		require.Same(t, m.root, root, "delete of an absent key returns the same root")
+	}
+	m.root = root
+	delete(m.model, k)
+	m.im = m.im.Delete(k)
+}
+
+// check compares the trie with both oracles: len, every key, iteration.
+func (m *trieMap) check(t *testing.T) {
+	t.Helper()
+	require.Equal(t, len(m.model), m.root.len(), "len")
+	require.Equal(t, m.im.Len(), m.root.len(), "len vs immutable.Map")
+	validate(t, m.root, 0, 0)
+	for k := range m.keys {
+		l := m.root.get(m.keys[k])
+		want, ok := m.model[k]
+		iv, iok := m.im.Get(k)
+		require.Equal(t, iok, ok)
+		require.Equal(t, ok, l != nil, "get(%d) found", k)
+		if ok {
+			require.Equal(t, want, valueOf(l), "get(%d)", k)
+			require.Equal(t, iv, valueOf(l), "get(%d) vs immutable.Map", k)
+		}
+	}
+	seen := map[*varCore]int{}
+	m.root.walk(func(l *node) bool { seen[l.key] = valueOf(l); return true })
+	require.Len(t, seen, len(m.model), "walk visits each leaf once")
+	for k, v := range m.model {
+		require.Equal(t, v, seen[m.keys[k]], "walk value of %d", k)
+	}
+}
+
+// runOps applies a program of operations decoded from data to a trie over
+// nkeys keys hashed by hash, checking it against the oracles after each step
+// and, at the end, that no earlier version changed (persistence).
+func runOps(t *testing.T, data []byte, nkeys int, hash func(int) uint64) {
+	m := newTrieMap(keyset(nkeys, hash))
+	type version struct {
+		root  *node
+		model map[int]int
+	}
+	var versions []version
+	for len(data) >= 2 {
+		op, k := data[0]%8, int(data[1])%nkeys
+		data = data[2:]
+		switch {
+		case op < 4:
+			m.set(t, k, int(op)<<8|k)
+		case op < 7:
+			m.delete(t, k)
+		default:
+			versions = append(versions, version{m.root, maps.Clone(m.model)})
+		}
+		require.Equal(t, len(m.model), m.root.len())
+		if l := m.root.get(m.keys[k]); l != nil {
+			require.Equal(t, m.model[k], valueOf(l))
+		}
+	}
+	m.check(t)
+	for _, v := range versions {
+		old := &trieMap{keys: m.keys, root: v.root, model: v.model, im: immutable.NewMap[int, int](nil)}
+		for k, val := range v.model {
+			old.im = old.im.Set(k, val)
+		}
+		old.check(t)
+	}
+}
+
+// FuzzHAMT drives random set/delete/get sequences against a Go map and
+// immutable.Map, under each hasher, and checks old versions never change.
+// The first byte picks the hasher, the second the key space.
+func FuzzHAMT(f *testing.F) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 20 {
+		b := make([]byte, 2+rng.IntN(400))
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		f.Add(b)
+	}
+	f.Add([]byte{0, 3, 0, 1, 1, 2, 2, 3, 7, 0, 4, 1, 5, 2})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) < 2 {
+			return
+		}
+		h := hashers[int(data[0])%len(hashers)]
+		nkeys := 1 + int(data[1])%64
+		runOps(t, data[2:], nkeys, h.hash)
+	})
+}
+
+// TestHAMT_random runs fixed-seed random programs under every hasher, so
+// every go test exercises what FuzzHAMT does.
+func TestHAMT_random(t *testing.T) {
+	for _, h := range hashers {
+		t.Run(h.name, func(t *testing.T) {
+			for seed := range uint64(30) {
+				rng := rand.New(rand.NewPCG(seed, 7))
+				data := make([]byte, 2000)
+				for i := range data {
+					data[i] = byte(rng.Uint32())
+				}
+				runOps(t, data, 1+int(seed*7)%200, h.hash)
+			}
+		})
+	}
+}
+
+// TestHAMT_stress is CPython's test_hamt_stress: grow a trie to many keys,
+// checking len at every step and all items now and then, then shrink it.
+func TestHAMT_stress(t *testing.T) {
+	n := 20000
+	if testing.Short() {
+		n = 2000
+	}
+	for _, h := range hashers[:1] {
+		m := newTrieMap(keyset(n, h.hash))
+		for k := range n {
+			m.set(t, k, k)
+			require.Equal(t, k+1, m.root.len())
+			if k%5000 == 0 {
+				m.check(t)
+			}
+		}
+		m.check(t)
+		for k := range n {
+			m.delete(t, (k*7919)%n)
+			require.Equal(t, n-k-1, m.root.len())
+		}
+		require.Nil(t, m.root, "the empty map is the nil node")
+	}
+}
+
+// TestHAMT_collisionDeepest is CPython's test_hamt_collision_3 ("Test that
+// iteration works with the deepest tree possible", CPython issue 93065),
+// for 64-bit hashes. Keys a and b differ only in the last hash bit, c shares
+// a's hash:
+//
+//	bitmap(0) -> bitmap(0) -> ... 12 levels ... -> bitmap{0: collision(a, c), 1: b}
+func TestHAMT_collisionDeepest(t *testing.T) {
+	const top = uint64(1) << 63
+	a := &varCore{hash: 0}
+	b := &varCore{hash: top}
+	c := &varCore{hash: 0}
+	var root *node
+	for i, k := range []*varCore{a, b, c} {
+		root, _ = root.set(leafOf(k, i), 0)
+	}
+	validate(t, root, 0, 0)
+	depth := 0
+	for n := root; n.bitmap != 0; n = n.kids[0] {
+		depth++
+	}
+	assert.Equal(t, 13, depth, "bitmap levels down to the collision node")
+	var got []int
+	root.walk(func(l *node) bool { got = append(got, valueOf(l)); return true })
+	slices.Sort(got)
+	assert.Equal(t, []int{0, 1, 2}, got)
+
+	root, _ = root.delete(b, 0)
+	validate(t, root, 0, 0)
+	assert.Zero(t, root.bitmap, "with b gone the collision node moves up to the root")
+	root, _ = root.delete(c, 0)
+	assert.Same(t, a, root.key, "with c gone the leaf a is the root")
+	root, _ = root.delete(a, 0)
+	assert.Nil(t, root)
+}
+
+// TestHAMT_shapes ports test_hamt_basics and the hand-drawn cases of
+// HamtTest: a two-level tree and its collapse on delete.
+//
+//	hashes 0b00001, 0b00010, 0b100001 (= 1 | 1<<5):
+//	bitmap{1: bitmap{0: k1, 1: k3}, 2: k2}
+func TestHAMT_shapes(t *testing.T) {
+	k1 := &varCore{hash: 0b1}
+	k2 := &varCore{hash: 0b10}
+	k3 := &varCore{hash: 0b1 | 1<<5}
+	var root *node
+	root, _ = root.set(leafOf(k1, 1), 0)
+	assert.Same(t, k1, root.key, "one key: the root is its leaf")
+	root, _ = root.set(leafOf(k2, 2), 0)
+	assert.Equal(t, uint32(0b110), root.bitmap)
+	root, _ = root.set(leafOf(k3, 3), 0)
+	validate(t, root, 0, 0)
+	require.Equal(t, uint32(0b110), root.bitmap)
+	sub := root.kids[0]
+	assert.Equal(t, uint32(0b11), sub.bitmap)
+	assert.Same(t, k1, sub.kids[0].key)
+	assert.Same(t, k3, sub.kids[1].key)
+	assert.Same(t, k2, root.kids[1].key)
+	assert.Equal(t, 3, root.len())
+
+	// Deleting k3 moves k1 up into the root's slot.
+	after, removed := root.delete(k3, 0)
+	assert.Equal(t, 3, valueOf(removed))
+	validate(t, after, 0, 0)
+	assert.Same(t, k1, after.kids[0].key)
+	assert.Equal(t, 3, root.len(), "the old version is unchanged")
+
+	// Deleting an absent key returns the same root.
+	same, removed := root.delete(&varCore{hash: 0b11}, 0)
+	assert.Same(t, root, same)
+	assert.Nil(t, removed)
+	var empty *node
+	assert.Nil(t, empty.get(k1))
+	assert.True(t, empty.walk(func(*node) bool { return false }))
+}

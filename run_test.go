@@ -1,0 +1,221 @@
+package contextvars
+
+import (
+	"context"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/petermattis/goid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// registryLive returns the number of goroutine states registered.
+func registryLive() int {
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	return reg.live
+}
+
+// registrySweeps returns the number of sweeps done so far.
+func registrySweeps() int {
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	return reg.sweeps
+}
+
+// sweepNow drops the states of exited goroutines at once.
+func sweepNow() {
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	reg.sweepLocked()
+}
+
+// heapInUse returns the live heap after a full collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// TestGoroutineID_matchesStack checks goid.Get against the id runtime.Stack
+// prints, on many goroutines: it breaks if a Go release moves g.goid.
+func TestGoroutineID_matchesStack(t *testing.T) {
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			var buf [64]byte
+			want := goid.ExtractGID(buf[:runtime.Stack(buf[:], false)])
+			assert.Equal(t, want, goroutineID())
+		})
+	}
+	wg.Wait()
+}
+
+// TestGoroutineID_distinct checks that live goroutines have distinct ids and
+// that liveGoroutines lists them all.
+func TestGoroutineID_distinct(t *testing.T) {
+	const n = 200
+	ids := make(chan int64, n)
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			ids <- goroutineID()
+			<-release
+		})
+	}
+	seen := map[int64]bool{}
+	for range n {
+		id := <-ids
+		assert.False(t, seen[id], "id %d given twice", id)
+		seen[id] = true
+	}
+	alive := liveGoroutines()
+	for id := range seen {
+		assert.Contains(t, alive, id, "liveGoroutines lacks a live goroutine")
+	}
+	assert.Contains(t, alive, goroutineID())
+	close(release)
+	wg.Wait()
+}
+
+// TestRegistry_implicitContextsDoNotLeak is the leak test: 200,000 goroutines
+// each set a 1 KiB value outside Run and exit. Retaining them would hold
+// 200 MiB; the heap must grow by far less.
+func TestRegistry_implicitContextsDoNotLeak(t *testing.T) {
+	const goroutines, size = 200_000, 1 << 10
+	v := NewVar[[]byte]("payload")
+	before := heapInUse()
+	sweepsBefore := registrySweeps()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for range goroutines {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			v.Set(make([]byte, size))
+			got, _ := v.Get()
+			if len(got) != size {
+				t.Errorf("Get after Set: %d bytes", len(got))
+			}
+		})
+	}
+	wg.Wait()
+	after := heapInUse()
+	growth := int64(after) - int64(before)
+	t.Logf("heap before %d KiB, after %d KiB, growth %d KiB (retaining all values: %d KiB); registry entries %d; sweeps %d",
+		before>>10, after>>10, growth>>10, goroutines*size>>10, registryLive(), registrySweeps()-sweepsBefore)
+	assert.Less(t, growth, int64(goroutines*size/20), "heap growth must stay far below the values' total")
+	assert.LessOrEqual(t, registryLive(), 2*minSweep+64, "registry entries are bounded")
+	sweepNow()
+	assert.Less(t, registryLive(), 64, "after a sweep only live goroutines' states remain")
+}
+
+// TestGo_forgetsGoroutine checks that 1,000,000 Go calls leave no registry
+// entries and bounded memory.
+func TestGo_forgetsGoroutine(t *testing.T) {
+	n := 1_000_000
+	if testing.Short() || raceEnabled {
+		n = 100_000
+	}
+	v := NewVar[int]("v")
+	before := heapInUse()
+	liveBefore, sweepsBefore := registryLive(), registrySweeps()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 256)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		Go(func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			v.Set(i)
+		})
+	}
+	wg.Wait()
+	after := heapInUse()
+	t.Logf("%d Go calls: heap growth %d KiB, registry entries %d -> %d", n, (int64(after)-int64(before))>>10, liveBefore, registryLive())
+	assert.Less(t, int64(after)-int64(before), int64(8<<20), "heap growth is bounded")
+	// The goroutines removed their entries as they ended; sem's release
+	// runs just before, so allow for the last few.
+	assert.LessOrEqual(t, registryLive(), liveBefore+256)
+	assert.Equal(t, sweepsBefore, registrySweeps(), "Go removed the entries; no sweep was needed")
+}
+
+// TestRun_panicAndGoexitLeaveNothing runs 100,000 Runs that panic or call
+// runtime.Goexit: no context stays entered, no registry entry stays behind.
+func TestRun_panicAndGoexitLeaveNothing(t *testing.T) {
+	n := 100_000
+	if testing.Short() || raceEnabled {
+		n = 20_000
+	}
+	c := New()
+	liveBefore, sweepsBefore := registryLive(), registrySweeps()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			defer func() { _ = recover() }()
+			_ = New().Run(func() error {
+				if i%2 == 0 {
+					runtime.Goexit()
+				}
+				panic("boom")
+			})
+		})
+	}
+	wg.Wait()
+	require.NoError(t, c.Run(func() error { return nil }))
+	assert.LessOrEqual(t, registryLive(), liveBefore+64, "no registry growth")
+	assert.Equal(t, sweepsBefore, registrySweeps(), "the entries were removed as Run unwound, not swept")
+}
+
+// goroutineLabelsShown reports whether the goroutine profile shows a
+// goroutine labelled request=id.
+func goroutineLabelsShown(t *testing.T, id string) bool {
+	var b strings.Builder
+	require.NoError(t, pprof.Lookup("goroutine").WriteTo(&b, 1))
+	return strings.Contains(b.String(), `"request":"`+id+`"`)
+}
+
+// TestRun_pprofLabels checks that the package neither changes the labels
+// set with runtime/pprof nor depends on them, and that theirs do not change
+// ours.
+func TestRun_pprofLabels(t *testing.T) {
+	v := NewVar[string]("v")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		v.Set("before labels")
+		pprof.Do(context.Background(), pprof.Labels("request", "4242"), func(ctx context.Context) {
+			assert.Equal(t, "before labels", v.GetOr(""), "pprof.Do does not change our context")
+			v.Set("x")
+			require.NoError(t, New().Run(func() error {
+				v.Set("y")
+				CopyContext()
+				assert.True(t, goroutineLabelsShown(t, "4242"), "labels inside Run")
+				return nil
+			}))
+			Go(func() {})
+			assert.Equal(t, "x", v.GetOr(""))
+			got, _ := pprof.Label(ctx, "request")
+			assert.Equal(t, "4242", got)
+			assert.True(t, goroutineLabelsShown(t, "4242"), "labels after Set, Run, CopyContext, Go")
+		})
+		assert.False(t, goroutineLabelsShown(t, "4242"), "pprof.Do restored the labels")
+		assert.Equal(t, "x", v.GetOr(""), "restoring the labels does not change our context")
+		pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("request", "77")))
+		assert.Equal(t, "x", v.GetOr(""), "SetGoroutineLabels does not change our context")
+		v.Set("z")
+		assert.True(t, goroutineLabelsShown(t, "77"))
+	}()
+	<-done
+}

@@ -1,0 +1,278 @@
+package contextvars
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+)
+
+// Key is a var used as a key of a [Context]: any *[Var][T]. It lets the
+// untyped Context methods ([Context.Get], [Context.Contains], [Context.All])
+// take and yield vars of every type. Key is sealed: only *Var[T] implements
+// it. Two Keys are equal only if they are the same *Var.
+type Key interface {
+	// Name returns the var's name.
+	Name() string
+	// String returns a description of the var, as Python's repr does.
+	String() string
+
+	core() *varCore
+}
+
+var _ Key = (*Var[int])(nil)
+
+// A Var is a context variable, Python's contextvars.ContextVar: a key whose
+// value is looked up in the calling goroutine's current [Context].
+//
+// Identity is the key: two vars are the same key only if they are the same
+// *Var, whatever their names; the name is a label for people. As Python's
+// docs advise for ContextVar, create vars once, at package level, and never
+// inside closures: every NewVar is a new key, and a context keeps a value for
+// as long as the context lives.
+//
+// A Var is used by pointer and must not be copied. Its methods may be called
+// from any goroutine. The zero Var is a var with an empty name and no default,
+// usable but slower in large contexts than one made by [NewVar]; prefer NewVar.
+type Var[T any] struct {
+	c      varCore
+	def    T
+	hasDef bool
+}
+
+// varCore is the type-independent part of a Var: its identity as a trie key.
+// Its address is the key; it is never copied after NewVar returns.
+type varCore struct {
+	hash uint64 // fixed at creation; see nextHash
+	name string
+}
+
+// NewVar returns a new var named name with no default: [Var.Get] reports
+// ok=false until the var is set in the current context. It is Python's
+// ContextVar(name).
+func NewVar[T any](name string) *Var[T] {
+	return &Var[T]{c: varCore{hash: nextHash(), name: name}}
+}
+
+// NewVarWithDefault returns a new var named name whose [Var.Get] returns def
+// where the current context has no value for it. It is Python's
+// ContextVar(name, default=def).
+func NewVarWithDefault[T any](name string, def T) *Var[T] {
+	return &Var[T]{c: varCore{hash: nextHash(), name: name}, def: def, hasDef: true}
+}
+
+// Name returns the name v was made with (ContextVar.name).
+func (v *Var[T]) Name() string {
+	if v == nil {
+		return ""
+	}
+	return v.c.name
+}
+
+// Default returns v's default value. The ok result is false if v has none.
+func (v *Var[T]) Default() (T, bool) {
+	if v == nil {
+		var zero T
+		return zero, false
+	}
+	return v.def, v.hasDef
+}
+
+// Get returns v's value in the calling goroutine's current context, or else
+// v's default. The ok result is false if v has neither, where Python's
+// ContextVar.get() raises LookupError.
+//
+// Get takes no lock and allocates nothing.
+func (v *Var[T]) Get() (T, bool) {
+	if v == nil {
+		panic(errNilVar)
+	}
+	if c := current(); c != nil {
+		if l := c.root.Load().get(&v.c); l != nil {
+			return l.entry.(*Token[T]).val, true
+		}
+	}
+	return v.def, v.hasDef
+}
+
+// GetOr returns v's value in the calling goroutine's current context, or else
+// def. As with Python's ContextVar.get(default), def is returned even if v has
+// a default of its own.
+func (v *Var[T]) GetOr(def T) T {
+	if v == nil {
+		panic(errNilVar)
+	}
+	if c := current(); c != nil {
+		if l := c.root.Load().get(&v.c); l != nil {
+			return l.entry.(*Token[T]).val
+		}
+	}
+	return def
+}
+
+// In returns v's value in c, ignoring v's default: the typed form of
+// Python's ctx.get(var). The ok result is false if c has no value for v or c
+// is nil. In may be called from any goroutine.
+func (v *Var[T]) In(c *Context) (T, bool) {
+	if v != nil && c != nil {
+		if l := c.root.Load().get(&v.c); l != nil {
+			return l.entry.(*Token[T]).val, true
+		}
+	}
+	var zero T
+	return zero, false
+}
+
+// Set sets v to value in the calling goroutine's current context and returns
+// a [Token] that [Var.Reset] takes to restore the value v had before. It is
+// Python's ContextVar.set(value). Outside any [Context.Run], Set acts on the
+// goroutine's implicit context, made on first use.
+//
+// Set allocates once: the token, which also holds the new binding.
+func (v *Var[T]) Set(value T) *Token[T] {
+	if v == nil {
+		panic(errNilVar)
+	}
+	c := currentOrImplicit()
+	t := &Token[T]{v: v, ctx: c, val: value}
+	t.leaf = node{key: &v.c, entry: t}
+	root, replaced := c.root.Load().set(&t.leaf, 0)
+	if replaced != nil {
+		t.old, t.hasOld = replaced.entry.(*Token[T]).val, true
+	}
+	c.root.Store(root)
+	return t
+}
+
+// Reset restores v, in the calling goroutine's current context, to the value
+// it had before the [Var.Set] that returned t; if v had no value then, Reset
+// removes it. It is Python's ContextVar.reset(token).
+//
+// Reset checks in CPython's order and returns an error, leaving the context
+// and t unchanged, if t is nil ([ErrNilToken]), has been used already
+// ([ErrTokenUsed]), was made by another var ([ErrTokenVar]), or was made in a
+// context other than the current one ([ErrTokenContext]).
+func (v *Var[T]) Reset(t *Token[T]) error {
+	if v == nil {
+		return errNilVar
+	}
+	if t == nil {
+		return errNilTokenf(v.String() + ".Reset(nil)")
+	}
+	if t.v == nil {
+		return errNilTokenf("zero Token was not returned by Var.Set")
+	}
+	if t.used.Load() {
+		return tokenError(ErrTokenUsed, t, "has already been used once")
+	}
+	if t.v != v {
+		return tokenError(ErrTokenVar, t, "was created by a different ContextVar")
+	}
+	c := current()
+	if c != t.ctx {
+		return tokenError(ErrTokenContext, t, "was created in a different Context")
+	}
+	// Only the goroutine whose current context is t.ctx gets here, and a
+	// context is current for one goroutine at a time, so the swap cannot
+	// fail; it is a CAS so that a broken promise is an error, not a double
+	// reset.
+	if !t.used.CompareAndSwap(false, true) {
+		return tokenError(ErrTokenUsed, t, "has already been used once")
+	}
+	root := c.root.Load()
+	if !t.hasOld {
+		root, _ = root.delete(&v.c, 0)
+		c.root.Store(root)
+		return nil
+	}
+	// The old value needs a leaf of its own; a used token carries it and is
+	// never handed out.
+	r := &Token[T]{v: v, ctx: c, val: t.old}
+	r.leaf = node{key: &v.c, entry: r}
+	r.used.Store(true)
+	root, _ = root.set(&r.leaf, 0)
+	c.root.Store(root)
+	return nil
+}
+
+// tokenError returns CPython's message for a refused Reset, wrapping
+// sentinel.
+func tokenError(sentinel error, t fmt.Stringer, what string) error {
+	return &cvError{sentinel, "contextvars: " + t.String() + " " + what}
+}
+
+// String returns a description of v in the form of Python's repr:
+// <ContextVar name="v" default=1 at 0xc000010000>. A default that refers back
+// to v (a slice holding v, say) prints as "...", as in Python.
+func (v *Var[T]) String() string {
+	if v == nil {
+		return "<ContextVar nil>"
+	}
+	if !v.hasDef {
+		return fmt.Sprintf("<ContextVar name=%q at %p>", v.c.name, v)
+	}
+	def := "..."
+	if leave, ok := enterRepr(&v.c); ok {
+		def = fmt.Sprintf("%v", v.def)
+		leave()
+	}
+	return fmt.Sprintf("<ContextVar name=%q default=%s at %p>", v.c.name, def, v)
+}
+
+// core returns v's key identity, or nil for a nil *Var.
+func (v *Var[T]) core() *varCore {
+	if v == nil {
+		return nil
+	}
+	return &v.c
+}
+
+// reprs records which goroutines are formatting which vars, so that a
+// default that holds its own var prints "..." instead of recursing forever
+// (Python's Py_ReprEnter). Keyed per goroutine so that concurrent String
+// calls on one var do not see each other.
+var reprs struct {
+	sync.Mutex
+	active map[reprKey]struct{}
+}
+
+type reprKey struct {
+	v  *varCore
+	id int64
+}
+
+// enterRepr marks v as being formatted by the calling goroutine. It reports
+// false if it already is; otherwise the caller must call leave when done.
+func enterRepr(v *varCore) (leave func(), ok bool) {
+	k := reprKey{v, goroutineID()}
+	reprs.Lock()
+	defer reprs.Unlock()
+	if _, busy := reprs.active[k]; busy {
+		return nil, false
+	}
+	if reprs.active == nil {
+		reprs.active = make(map[reprKey]struct{})
+	}
+	reprs.active[k] = struct{}{}
+	return func() {
+		reprs.Lock()
+		delete(reprs.active, k)
+		reprs.Unlock()
+	}, true
+}
+
+// hashSeq counts the vars made so far; nextHash mixes it into a hash.
+var hashSeq atomic.Uint64
+
+// nextHash returns a new var's hash: the next value of a global counter run
+// through the SplitMix64 finalizer (Steele, Lea and Flood, "Fast splittable
+// pseudorandom number generators", OOPSLA 2014; constants from Vigna's
+// splitmix64.c). The finalizer is a bijection on uint64, so distinct counter
+// values give distinct hashes, and it spreads consecutive counters over all
+// 64 bits so that the trie stays balanced. Neither the name (vars may share
+// one) nor the address (not a stable identity to hash in Go) would do.
+func nextHash() uint64 {
+	z := hashSeq.Add(1)
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
+}
