@@ -25,7 +25,7 @@ type Context struct {
 	// context, by that goroutine). The store synchronizes before any load
 	// that observes it, and no node changes once published, so a reader
 	// sees a complete trie.
-	root atomic.Pointer[node]
+	root rootPtr
 
 	// entered is the ownership flag; see "Ownership" in run.go.
 	entered atomic.Bool
@@ -40,21 +40,19 @@ func New() *Context {
 // Python's contextvars.copy_context(). It is O(1): the copy shares the
 // original's trie, and later changes to either are not seen by the other.
 func CopyContext() *Context {
-	c := new(Context)
 	if cur := current(); cur != nil {
-		c.root.Store(cur.root.Load())
+		return &Context{root: rootOf(cur.root.Load())}
 	}
-	return c
+	return new(Context)
 }
 
 // Copy returns a shallow copy of c: Python's Context.copy(). It is O(1).
 // A nil c copies as an empty context.
 func (c *Context) Copy() *Context {
-	d := new(Context)
-	if c != nil {
-		d.root.Store(c.root.Load())
+	if c == nil {
+		return new(Context)
 	}
-	return d
+	return &Context{root: rootOf(c.root.Load())}
 }
 
 // Len returns the number of vars set in c: Python's len(ctx).

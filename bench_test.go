@@ -1,0 +1,385 @@
+package contextvars
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/benbjohnson/immutable"
+)
+
+// Benchmarks of the public operations, by context size, and of the trie
+// against github.com/benbjohnson/immutable. bench/compare runs them beside
+// CPython's timeit of the same operations.
+
+var sizes = []int{1, 10, 100, 1000}
+
+// sinks keep results alive so the compiler cannot drop the work.
+var (
+	sinkInt int
+	sinkAny any
+	sinkCtx *Context
+	sinkTok *Token[int]
+)
+
+// inContext runs body inside a new context that holds n vars, the last of
+// which is v (set to 1), on the calling goroutine: benchmarks measure a
+// goroutine that is inside Run, as a request handler is.
+func inContext(b *testing.B, n int, body func(c *Context, v *Var[int])) {
+	b.Helper()
+	c, v := contextOf(n)
+	if err := c.Run(func() error { body(c, v); return nil }); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// contextOf returns a context holding n vars, the last of which is v = 1.
+func contextOf(n int) (*Context, *Var[int]) {
+	c := New()
+	v := NewVar[int]("v")
+	_ = c.Run(func() error {
+		for i := range n - 1 {
+			NewVar[int](fmt.Sprint("x", i)).Set(i)
+		}
+		v.Set(1)
+		return nil
+	})
+	return c, v
+}
+
+// bySize runs body as sub-benchmarks vars=1, vars=10, ...
+func bySize(b *testing.B, body func(b *testing.B, n int)) {
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("vars=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			body(b, n)
+		})
+	}
+}
+
+func BenchmarkVarGet(b *testing.B) {
+	bySize(b, func(b *testing.B, n int) {
+		inContext(b, n, func(_ *Context, v *Var[int]) {
+			s := 0
+			for b.Loop() {
+				x, _ := v.Get()
+				s += x
+			}
+			sinkInt = s
+		})
+	})
+}
+
+func BenchmarkVarGetOr(b *testing.B) {
+	bySize(b, func(b *testing.B, n int) {
+		inContext(b, n, func(_ *Context, v *Var[int]) {
+			s := 0
+			for b.Loop() {
+				s += v.GetOr(5)
+			}
+			sinkInt = s
+		})
+	})
+}
+
+// BenchmarkVarGetDefault reads a var that is not set in the context.
+func BenchmarkVarGetDefault(b *testing.B) {
+	bySize(b, func(b *testing.B, n int) {
+		d := NewVarWithDefault("d", 7)
+		inContext(b, n, func(*Context, *Var[int]) {
+			s := 0
+			for b.Loop() {
+				x, _ := d.Get()
+				s += x
+			}
+			sinkInt = s
+		})
+	})
+}
+
+func BenchmarkVarSet(b *testing.B) {
+	bySize(b, func(b *testing.B, n int) {
+		inContext(b, n, func(_ *Context, v *Var[int]) {
+			for b.Loop() {
+				sinkTok = v.Set(2)
+			}
+		})
+	})
+}
+
+func BenchmarkVarSetReset(b *testing.B) {
+	bySize(b, func(b *testing.B, n int) {
+		inContext(b, n, func(_ *Context, v *Var[int]) {
+			for b.Loop() {
+				if err := v.Reset(v.Set(2)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+}
+
+func BenchmarkCopyContext(b *testing.B) {
+	bySize(b, func(b *testing.B, n int) {
+		inContext(b, n, func(*Context, *Var[int]) {
+			for b.Loop() {
+				sinkCtx = CopyContext()
+			}
+		})
+	})
+}
+
+func BenchmarkContextCopy(b *testing.B) {
+	bySize(b, func(b *testing.B, n int) {
+		c, _ := contextOf(n)
+		for b.Loop() {
+			sinkCtx = c.Copy()
+		}
+	})
+}
+
+func BenchmarkContextRun(b *testing.B) {
+	empty := func() error { return nil }
+	bySize(b, func(b *testing.B, n int) {
+		c, _ := contextOf(n)
+		for b.Loop() {
+			if err := c.Run(empty); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkContextRunNested is Run from inside another Run, as a handler
+// that runs a callback in a copy does.
+func BenchmarkContextRunNested(b *testing.B) {
+	empty := func() error { return nil }
+	bySize(b, func(b *testing.B, n int) {
+		inContext(b, n, func(c *Context, _ *Var[int]) {
+			d := c.Copy()
+			for b.Loop() {
+				if err := d.Run(empty); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+}
+
+func BenchmarkContextGet(b *testing.B) {
+	bySize(b, func(b *testing.B, n int) {
+		c, v := contextOf(n)
+		for b.Loop() {
+			sinkAny, _ = c.Get(v)
+		}
+	})
+}
+
+func BenchmarkContextLen(b *testing.B) {
+	bySize(b, func(b *testing.B, n int) {
+		c, _ := contextOf(n)
+		s := 0
+		for b.Loop() {
+			s += c.Len()
+		}
+		sinkInt = s
+	})
+}
+
+// BenchmarkContextAll is a full loop over All: ns/op is per loop, not per
+// var.
+func BenchmarkContextAll(b *testing.B) {
+	bySize(b, func(b *testing.B, n int) {
+		c, _ := contextOf(n)
+		for b.Loop() {
+			for k, v := range c.All() {
+				sinkAny, sinkAny = k, v
+			}
+		}
+	})
+}
+
+// BenchmarkVarGetParallel runs Get on every P, each goroutine inside a
+// context of its own: they must not slow each other.
+func BenchmarkVarGetParallel(b *testing.B) {
+	bySize(b, func(b *testing.B, n int) {
+		b.RunParallel(func(pb *testing.PB) {
+			c, v := contextOf(n)
+			_ = c.Run(func() error {
+				s := 0
+				for pb.Next() {
+					x, _ := v.Get()
+					s += x
+				}
+				if s == 42 {
+					sinkInt = s
+				}
+				return nil
+			})
+		})
+	})
+}
+
+// BenchmarkContextRunParallel runs Run on every P, each goroutine on a
+// context of its own.
+func BenchmarkContextRunParallel(b *testing.B) {
+	empty := func() error { return nil }
+	bySize(b, func(b *testing.B, n int) {
+		b.RunParallel(func(pb *testing.PB) {
+			c, _ := contextOf(n)
+			for pb.Next() {
+				if err := c.Run(empty); err != nil {
+					panic(err)
+				}
+			}
+		})
+	})
+}
+
+// BenchmarkContextValue is the comparator from the standard library: the
+// value of the innermost of depth context.WithValue layers, the outermost
+// key being looked up.
+func BenchmarkContextValue(b *testing.B) {
+	type key int
+	for _, depth := range []int{1, 10} {
+		b.Run(fmt.Sprintf("depth=%d", depth), func(b *testing.B) {
+			b.ReportAllocs()
+			ctx := context.Background()
+			for i := range depth {
+				ctx = context.WithValue(ctx, key(i), i)
+			}
+			for b.Loop() {
+				sinkAny = ctx.Value(key(0))
+			}
+		})
+	}
+}
+
+// Trie against immutable.Map, on the same number of keys. Our keys are
+// vars' cores with their real hashes; immutable's are ints with its own
+// hasher (it cannot hash pointers without a custom hasher).
+
+var hamtSizes = []int{10, 1000, 100000}
+
+// trieOf returns a trie holding n keys and the keys.
+func trieOf(n int) (*node, []*varCore) {
+	keys := keyset(n, func(int) uint64 { return nextHash() })
+	var root *node
+	for i, k := range keys {
+		root, _ = root.set(leafOf(k, i), 0)
+	}
+	return root, keys
+}
+
+func immutableOf(n int) *immutable.Map[int, int] {
+	b := immutable.NewMapBuilder[int, int](nil)
+	for i := range n {
+		b.Set(i, i)
+	}
+	return b.Map()
+}
+
+// byImpl runs ours and immutable's bodies as impl=ours/size=N and
+// impl=immutable/size=N.
+func byImpl(b *testing.B, ours func(b *testing.B, root *node, keys []*varCore), theirs func(b *testing.B, m *immutable.Map[int, int], n int)) {
+	for _, n := range hamtSizes {
+		root, keys := trieOf(n)
+		b.Run(fmt.Sprintf("impl=ours/size=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			ours(b, root, keys)
+		})
+		m := immutableOf(n)
+		b.Run(fmt.Sprintf("impl=immutable/size=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			theirs(b, m, n)
+		})
+	}
+}
+
+func BenchmarkHAMTGet(b *testing.B) {
+	byImpl(b, func(b *testing.B, root *node, keys []*varCore) {
+		i, s := 0, 0
+		for b.Loop() {
+			s += valueOf(root.get(keys[i]))
+			if i++; i == len(keys) {
+				i = 0
+			}
+		}
+		sinkInt = s
+	}, func(b *testing.B, m *immutable.Map[int, int], n int) {
+		i, s := 0, 0
+		for b.Loop() {
+			v, _ := m.Get(i)
+			s += v
+			if i++; i == n {
+				i = 0
+			}
+		}
+		sinkInt = s
+	})
+}
+
+// BenchmarkHAMTSet replaces the value of an existing key, as Var.Set of a
+// var already set does; ours includes making the leaf, which is Var.Set's
+// token.
+func BenchmarkHAMTSet(b *testing.B) {
+	byImpl(b, func(b *testing.B, root *node, keys []*varCore) {
+		i := 0
+		for b.Loop() {
+			r, _ := root.set(leafOf(keys[i], i), 0)
+			sinkAny = r
+			if i++; i == len(keys) {
+				i = 0
+			}
+		}
+	}, func(b *testing.B, m *immutable.Map[int, int], n int) {
+		i := 0
+		for b.Loop() {
+			sinkAny = m.Set(i, i+1)
+			if i++; i == n {
+				i = 0
+			}
+		}
+	})
+}
+
+func BenchmarkHAMTDelete(b *testing.B) {
+	byImpl(b, func(b *testing.B, root *node, keys []*varCore) {
+		i := 0
+		for b.Loop() {
+			r, _ := root.delete(keys[i], 0)
+			sinkAny = r
+			if i++; i == len(keys) {
+				i = 0
+			}
+		}
+	}, func(b *testing.B, m *immutable.Map[int, int], n int) {
+		i := 0
+		for b.Loop() {
+			sinkAny = m.Delete(i)
+			if i++; i == n {
+				i = 0
+			}
+		}
+	})
+}
+
+// BenchmarkHAMTIterate is a full walk: ns/op is per walk.
+func BenchmarkHAMTIterate(b *testing.B) {
+	byImpl(b, func(b *testing.B, root *node, _ []*varCore) {
+		s := 0
+		for b.Loop() {
+			root.walk(func(l *node) bool { s += valueOf(l); return true })
+		}
+		sinkInt = s
+	}, func(b *testing.B, m *immutable.Map[int, int], _ int) {
+		s := 0
+		for b.Loop() {
+			for it := m.Iterator(); !it.Done(); {
+				_, v, _ := it.Next()
+				s += v
+			}
+		}
+		sinkInt = s
+	})
+}

@@ -1,0 +1,34 @@
+package contextvars
+
+// This file holds the one use of unsafe in the package: an atomic *node
+// that can also be set with a plain store before it is shared.
+
+import (
+	"sync/atomic"
+	"unsafe"
+)
+
+// rootPtr is an atomic pointer to a trie root, like atomic.Pointer[node],
+// except that a rootPtr not yet visible to other goroutines can be given
+// its first value by a composite literal (rootOf) instead of an atomic
+// store. CopyContext and Copy make a context per call; on amd64 an atomic
+// store of a pointer is an XCHG, a tenth of their cost.
+//
+// The zero rootPtr holds nil. Load may be called from any goroutine; Store
+// only by the goroutine that owns the context (see run.go); rootOf only for
+// a context that no other goroutine can see yet. A context reaches another
+// goroutine only through a synchronizing operation (a channel, a mutex, go),
+// which orders rootOf's plain store before any Load there.
+type rootPtr struct {
+	p unsafe.Pointer // *node
+}
+
+// rootOf returns a rootPtr holding n, for a new Context's literal.
+func rootOf(n *node) rootPtr { return rootPtr{unsafe.Pointer(n)} }
+
+// Load returns the root.
+func (r *rootPtr) Load() *node { return (*node)(atomic.LoadPointer(&r.p)) }
+
+// Store publishes n as the root. The store synchronizes before any Load
+// that observes it.
+func (r *rootPtr) Store(n *node) { atomic.StorePointer(&r.p, unsafe.Pointer(n)) }
