@@ -295,53 +295,139 @@ func (n *node) walk(yield func(*node) bool) bool {
 }
 
 // newInner returns an inner node with nkids nil kids. The node and its kids
-// array are one allocation, so a lookup takes one cache miss per level
-// rather than two, and a path copy allocates once per level. Arrays come in
-// sizes 1, 2, 4, 8, 16 and 32 (the most a bitmap node holds); only a
-// collision node of more than 32 leaves gets a separate array.
+// array are one allocation, so a path copy allocates once per level and a
+// lookup touches one object per level. The array lengths fill Go's size
+// classes exactly (56 bytes of node plus 8 per kid: 64, 80, 96, ... 320
+// bytes), so no allocation carries unused slots beyond one. Only a collision
+// node of more than 32 leaves gets a separate array.
 func newInner(bitmap uint32, size int32, nkids int) *node {
 	var n *node
 	var kids []*node
-	switch {
-	case nkids <= 1:
-		p := new(struct {
-			n node
-			a [1]*node
-		})
-		n, kids = &p.n, p.a[:]
-	case nkids <= 2:
-		p := new(struct {
-			n node
-			a [2]*node
-		})
-		n, kids = &p.n, p.a[:]
-	case nkids <= 4:
-		p := new(struct {
-			n node
-			a [4]*node
-		})
-		n, kids = &p.n, p.a[:]
-	case nkids <= 8:
-		p := new(struct {
-			n node
-			a [8]*node
-		})
-		n, kids = &p.n, p.a[:]
-	case nkids <= 16:
-		p := new(struct {
-			n node
-			a [16]*node
-		})
-		n, kids = &p.n, p.a[:]
-	case nkids <= 32:
-		p := new(struct {
-			n node
-			a [32]*node
-		})
-		n, kids = &p.n, p.a[:]
-	default:
+	if nkids < len(innerBySize) {
+		n, kids = innerBySize[nkids]()
+	} else {
 		n, kids = new(node), make([]*node, nkids)
 	}
 	n.bitmap, n.size, n.kids = bitmap, size, kids[:nkids:nkids]
 	return n
 }
+
+// innerBySize[k] allocates a node with room for k kids.
+var innerBySize = [33]func() (*node, []*node){
+	0:  innerAlloc[0],
+	1:  innerAlloc[0],
+	2:  innerAlloc[1],
+	3:  innerAlloc[1],
+	4:  innerAlloc[2],
+	5:  innerAlloc[2],
+	6:  innerAlloc[3],
+	7:  innerAlloc[3],
+	8:  innerAlloc[4],
+	9:  innerAlloc[4],
+	10: innerAlloc[5],
+	11: innerAlloc[5],
+	12: innerAlloc[6],
+	13: innerAlloc[6],
+	14: innerAlloc[7],
+	15: innerAlloc[7],
+	16: innerAlloc[8],
+	17: innerAlloc[8],
+	18: innerAlloc[9],
+	19: innerAlloc[9],
+	20: innerAlloc[10],
+	21: innerAlloc[10],
+	22: innerAlloc[11],
+	23: innerAlloc[11],
+	24: innerAlloc[12],
+	25: innerAlloc[12],
+	26: innerAlloc[13],
+	27: innerAlloc[13],
+	28: innerAlloc[13],
+	29: innerAlloc[13],
+	30: innerAlloc[14],
+	31: innerAlloc[14],
+	32: innerAlloc[14],
+}
+
+// innerAlloc allocates the node types below, smallest first.
+var innerAlloc = [...]func() (*node, []*node){
+	func() (*node, []*node) { p := new(inner1); return &p.n, p.a[:] },
+	func() (*node, []*node) { p := new(inner3); return &p.n, p.a[:] },
+	func() (*node, []*node) { p := new(inner5); return &p.n, p.a[:] },
+	func() (*node, []*node) { p := new(inner7); return &p.n, p.a[:] },
+	func() (*node, []*node) { p := new(inner9); return &p.n, p.a[:] },
+	func() (*node, []*node) { p := new(inner11); return &p.n, p.a[:] },
+	func() (*node, []*node) { p := new(inner13); return &p.n, p.a[:] },
+	func() (*node, []*node) { p := new(inner15); return &p.n, p.a[:] },
+	func() (*node, []*node) { p := new(inner17); return &p.n, p.a[:] },
+	func() (*node, []*node) { p := new(inner19); return &p.n, p.a[:] },
+	func() (*node, []*node) { p := new(inner21); return &p.n, p.a[:] },
+	func() (*node, []*node) { p := new(inner23); return &p.n, p.a[:] },
+	func() (*node, []*node) { p := new(inner25); return &p.n, p.a[:] },
+	func() (*node, []*node) { p := new(inner29); return &p.n, p.a[:] },
+	func() (*node, []*node) { p := new(inner32); return &p.n, p.a[:] },
+}
+
+// The node types of newInner, by number of kid slots.
+type (
+	inner1 struct {
+		n node
+		a [1]*node
+	}
+	inner3 struct {
+		n node
+		a [3]*node
+	}
+	inner5 struct {
+		n node
+		a [5]*node
+	}
+	inner7 struct {
+		n node
+		a [7]*node
+	}
+	inner9 struct {
+		n node
+		a [9]*node
+	}
+	inner11 struct {
+		n node
+		a [11]*node
+	}
+	inner13 struct {
+		n node
+		a [13]*node
+	}
+	inner15 struct {
+		n node
+		a [15]*node
+	}
+	inner17 struct {
+		n node
+		a [17]*node
+	}
+	inner19 struct {
+		n node
+		a [19]*node
+	}
+	inner21 struct {
+		n node
+		a [21]*node
+	}
+	inner23 struct {
+		n node
+		a [23]*node
+	}
+	inner25 struct {
+		n node
+		a [25]*node
+	}
+	inner29 struct {
+		n node
+		a [29]*node
+	}
+	inner32 struct {
+		n node
+		a [32]*node
+	}
+)
