@@ -49,7 +49,8 @@ func valueOf(l *node) int { return l.entry.(*Token[int]).val }
 
 // validate checks every invariant of the node kinds (see hamt.go) in the map
 // rooted at n, at depth shift, where every key has the hash bits prefix
-// below shift, and returns the number of leaves.
+// below shift, and returns the number of leaves. It uses plain checks: it
+// runs on every node of every version the fuzz test keeps.
 func validate(t *testing.T, n *node, shift uint, prefix uint64) int {
 	t.Helper()
 	if n == nil {
@@ -61,23 +62,38 @@ func validate(t *testing.T, n *node, shift uint, prefix uint64) int {
 	}
 	switch {
 	case n.key != nil:
-		require.Nil(t, n.kids, "leaf has kids")
-		require.Equal(t, prefix&mask, n.key.hash&mask, "leaf on the wrong path")
+		if n.kids != nil {
+			t.Fatalf("leaf has kids")
+		}
+		if n.key.hash&mask != prefix&mask {
+			t.Fatalf("leaf %x on the path of %x at shift %d", n.key.hash, prefix, shift)
+		}
 		return 1
 	case n.bitmap == 0:
-		require.GreaterOrEqual(t, len(n.kids), 2, "collision node with fewer than two leaves")
-		for _, l := range n.kids {
-			require.NotNil(t, l.key, "collision node holds a non-leaf")
-			require.Equal(t, n.kids[0].key.hash, l.key.hash, "collision node with two hashes")
+		if len(n.kids) < 2 {
+			t.Fatalf("collision node with %d leaves", len(n.kids))
 		}
-		require.Equal(t, prefix&mask, n.kids[0].key.hash&mask, "collision node on the wrong path")
-		require.Equal(t, int32(len(n.kids)), n.size, "collision node size")
+		for _, l := range n.kids {
+			if l.key == nil || l.key.hash != n.kids[0].key.hash {
+				t.Fatalf("collision node holds a non-leaf or two hashes")
+			}
+		}
+		if n.kids[0].key.hash&mask != prefix&mask {
+			t.Fatalf("collision node on the wrong path")
+		}
+		if int(n.size) != len(n.kids) {
+			t.Fatalf("collision node size %d, %d leaves", n.size, len(n.kids))
+		}
 		return len(n.kids)
 	}
-	require.Less(t, shift, uint(maxShift), "bitmap node below the last level")
-	require.Equal(t, bits.OnesCount32(n.bitmap), len(n.kids), "bitmap popcount != kids")
-	if len(n.kids) == 1 {
-		require.NotZero(t, n.kids[0].bitmap, "a lone leaf or collision node was not moved up")
+	if shift >= maxShift {
+		t.Fatalf("bitmap node below the last level")
+	}
+	if bits.OnesCount32(n.bitmap) != len(n.kids) {
+		t.Fatalf("bitmap %b has %d kids", n.bitmap, len(n.kids))
+	}
+	if len(n.kids) == 1 && n.kids[0].bitmap == 0 {
+		t.Fatalf("a lone leaf or collision node was not moved up")
 	}
 	total, i := 0, 0
 	for b := uint64(0); b < 32; b++ {
@@ -87,7 +103,9 @@ func validate(t *testing.T, n *node, shift uint, prefix uint64) int {
 		total += validate(t, n.kids[i], shift+bitsPerLevel, prefix&mask|b<<shift)
 		i++
 	}
-	require.Equal(t, int32(total), n.size, "bitmap node size")
+	if int(n.size) != total {
+		t.Fatalf("bitmap node size %d, %d leaves beneath", n.size, total)
+	}
 	return total
 }
 
@@ -107,11 +125,8 @@ func newTrieMap(keys []*varCore) *trieMap {
 func (m *trieMap) set(t *testing.T, k, v int) {
 	root, replaced := m.root.set(leafOf(m.keys[k], v), 0)
 	old, had := m.model[k]
-	if had {
-		require.NotNil(t, replaced, "set(%d) replaced nothing", k)
-		require.Equal(t, old, valueOf(replaced), "set(%d) replaced the wrong leaf", k)
-	} else {
-		require.Nil(t, replaced, "set(%d) replaced a leaf of an absent key", k)
+	if had != (replaced != nil) || had && valueOf(replaced) != old {
+		t.Fatalf("set(%d) replaced %v; want the leaf of %d (present: %v)", k, replaced, old, had)
 	}
 	m.root = root
 	m.model[k] = v
@@ -120,11 +135,12 @@ func (m *trieMap) set(t *testing.T, k, v int) {
 
 func (m *trieMap) delete(t *testing.T, k int) {
 	root, removed := m.root.delete(m.keys[k], 0)
-	if _, had := m.model[k]; had {
-		require.NotNil(t, removed, "delete(%d) removed nothing", k)
-	} else {
-		require.Nil(t, removed, "delete(%d) removed an absent key", k)
-		require.Same(t, m.root, root, "delete of an absent key returns the same root")
+	_, had := m.model[k]
+	if had != (removed != nil) {
+		t.Fatalf("delete(%d) removed %v; want a leaf: %v", k, removed, had)
+	}
+	if !had && root != m.root {
+		t.Fatalf("delete(%d) of an absent key returned a new root", k)
 	}
 	m.root = root
 	delete(m.model, k)
@@ -134,18 +150,16 @@ func (m *trieMap) delete(t *testing.T, k int) {
 // check compares the trie with both oracles: len, every key, iteration.
 func (m *trieMap) check(t *testing.T) {
 	t.Helper()
-	require.Equal(t, len(m.model), m.root.len(), "len")
-	require.Equal(t, m.im.Len(), m.root.len(), "len vs immutable.Map")
+	if m.root.len() != len(m.model) || m.root.len() != m.im.Len() {
+		t.Fatalf("len = %d; model %d, immutable.Map %d", m.root.len(), len(m.model), m.im.Len())
+	}
 	validate(t, m.root, 0, 0)
 	for k := range m.keys {
 		l := m.root.get(m.keys[k])
 		want, ok := m.model[k]
 		iv, iok := m.im.Get(k)
-		require.Equal(t, iok, ok)
-		require.Equal(t, ok, l != nil, "get(%d) found", k)
-		if ok {
-			require.Equal(t, want, valueOf(l), "get(%d)", k)
-			require.Equal(t, iv, valueOf(l), "get(%d) vs immutable.Map", k)
+		if ok != iok || ok != (l != nil) || ok && (valueOf(l) != want || iv != want) {
+			t.Fatalf("get(%d) = %v; model %d, %v; immutable.Map %d, %v", k, l, want, ok, iv, iok)
 		}
 	}
 	seen := map[*varCore]int{}
@@ -177,9 +191,13 @@ func runOps(t *testing.T, data []byte, nkeys int, hash func(int) uint64) {
 		default:
 			versions = append(versions, version{m.root, maps.Clone(m.model)})
 		}
-		require.Equal(t, len(m.model), m.root.len())
-		if l := m.root.get(m.keys[k]); l != nil {
-			require.Equal(t, m.model[k], valueOf(l))
+		// Plain checks: testify's reflection would dominate the run.
+		if got := m.root.len(); got != len(m.model) {
+			t.Fatalf("len = %d; want %d", got, len(m.model))
+		}
+		want, ok := m.model[k]
+		if l := m.root.get(m.keys[k]); (l != nil) != ok || ok && valueOf(l) != want {
+			t.Fatalf("get(%d) = %v; want %d, %v", k, l, want, ok)
 		}
 	}
 	m.check(t)
