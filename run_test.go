@@ -2,11 +2,13 @@ package contextvars
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/petermattis/goid"
 	"github.com/stretchr/testify/assert"
@@ -186,36 +188,47 @@ func goroutineLabelsShown(t *testing.T, id string) bool {
 	return strings.Contains(b.String(), `"request":"`+id+`"`)
 }
 
+// labelRuns counts runs of TestRun_pprofLabels.
+var labelRuns int
+
 // TestRun_pprofLabels checks that the package neither changes the labels
 // set with runtime/pprof nor depends on them, and that theirs do not change
 // ours.
 func TestRun_pprofLabels(t *testing.T) {
 	v := NewVar[string]("v")
+	// Label values unique to this run: the goroutine profile is global.
+	labelRuns++
+	id, id2 := fmt.Sprint("run-", labelRuns), fmt.Sprint("run-", labelRuns, "-b")
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		v.Set("before labels")
-		pprof.Do(context.Background(), pprof.Labels("request", "4242"), func(ctx context.Context) {
+		pprof.Do(context.Background(), pprof.Labels("request", id), func(ctx context.Context) {
 			assert.Equal(t, "before labels", v.GetOr(""), "pprof.Do does not change our context")
 			v.Set("x")
 			require.NoError(t, New().Run(func() error {
 				v.Set("y")
 				CopyContext()
-				assert.True(t, goroutineLabelsShown(t, "4242"), "labels inside Run")
+				assert.True(t, goroutineLabelsShown(t, id), "labels inside Run")
 				return nil
 			}))
-			Go(func() {})
+			child := make(chan struct{})
+			Go(func() { close(child) })
+			<-child
 			assert.Equal(t, "x", v.GetOr(""))
 			got, _ := pprof.Label(ctx, "request")
-			assert.Equal(t, "4242", got)
-			assert.True(t, goroutineLabelsShown(t, "4242"), "labels after Set, Run, CopyContext, Go")
+			assert.Equal(t, id, got)
+			assert.True(t, goroutineLabelsShown(t, id), "labels after Set, Run, CopyContext, Go")
 		})
-		assert.False(t, goroutineLabelsShown(t, "4242"), "pprof.Do restored the labels")
+		// The child started by Go inherited the labels and may not have
+		// exited yet; wait for it to go.
+		assert.Eventually(t, func() bool { return !goroutineLabelsShown(t, id) }, 10*time.Second, time.Millisecond,
+			"pprof.Do restored the labels")
 		assert.Equal(t, "x", v.GetOr(""), "restoring the labels does not change our context")
-		pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("request", "77")))
+		pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("request", id2)))
 		assert.Equal(t, "x", v.GetOr(""), "SetGoroutineLabels does not change our context")
 		v.Set("z")
-		assert.True(t, goroutineLabelsShown(t, "77"))
+		assert.True(t, goroutineLabelsShown(t, id2))
 	}()
 	<-done
 }

@@ -1,0 +1,204 @@
+package contextvars_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/go-contextvars/contextvars"
+)
+
+// Stress tests, meant for -race: many goroutines copying, running, setting
+// and reading at once. Each is bounded in goroutines and iterations, and
+// fails rather than hangs if something deadlocks.
+
+// waitOrFail waits for wg, failing the test after limit.
+func waitOrFail(t *testing.T, wg *sync.WaitGroup, limit time.Duration) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(limit):
+		t.Fatalf("goroutines did not finish within %v: deadlock?", limit)
+	}
+}
+
+// TestStress_workers runs goroutines that each copy, run, set, reset and
+// read, in their own contexts and in copies of a shared one, while readers
+// walk the shared context.
+func TestStress_workers(t *testing.T) {
+	workers, iters := 8, 2000
+	if testing.Short() {
+		iters = 300
+	}
+	vars := make([]*contextvars.Var[int], 16)
+	for i := range vars {
+		vars[i] = contextvars.NewVarWithDefault(fmt.Sprint("v", i), -1)
+	}
+	shared := contextvars.New()
+	require.NoError(t, shared.Run(func() error {
+		for i, v := range vars {
+			v.Set(i)
+		}
+		return nil
+	}))
+
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range 2 { // readers of the shared context
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				n := 0
+				for k, val := range shared.All() {
+					if i := val.(int); k.Name() != fmt.Sprint("v", i) {
+						t.Errorf("shared context: %s = %d", k.Name(), i)
+					}
+					n++
+				}
+				if n != len(vars) {
+					t.Errorf("shared context has %d vars; want %d", n, len(vars))
+				}
+			}
+		})
+	}
+	var workersWG sync.WaitGroup
+	for w := range workers {
+		workersWG.Go(func() {
+			for i := range iters {
+				v := vars[(w+i)%len(vars)]
+				// A copy of the shared context: changes stay in it.
+				c := shared.Copy()
+				err := c.Run(func() error {
+					tok := v.Set(w*iters + i)
+					if got, _ := v.Get(); got != w*iters+i {
+						return fmt.Errorf("Get after Set = %d", got)
+					}
+					inner := contextvars.CopyContext()
+					if err := inner.Run(func() error { v.Set(-5); return nil }); err != nil {
+						return err
+					}
+					if got, _ := v.Get(); got != w*iters+i {
+						return fmt.Errorf("inner Run leaked: %d", got)
+					}
+					return v.Reset(tok)
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if got, _ := v.In(c); got != (w+i)%len(vars) {
+					t.Errorf("after Reset, copy has %d", got)
+					return
+				}
+				// The goroutine's implicit context.
+				v.Set(i)
+				if got, _ := v.Get(); got != i {
+					t.Errorf("implicit context: %d", got)
+					return
+				}
+			}
+		})
+	}
+	waitOrFail(t, &workersWG, 2*time.Minute)
+	close(stop)
+	waitOrFail(t, &wg, time.Minute)
+	for i, v := range vars {
+		got, _ := v.In(shared)
+		assert.Equal(t, i, got, "the shared context never changed")
+	}
+}
+
+// TestStress_raceToEnter lets goroutines race to enter one context, round
+// after round: exactly one wins each round, every other gets
+// ErrAlreadyEntered, and nobody deadlocks.
+func TestStress_raceToEnter(t *testing.T) {
+	const racers = 6
+	rounds := 300
+	if testing.Short() {
+		rounds = 50
+	}
+	c := contextvars.New()
+	v := contextvars.NewVar[int]("winner")
+	for round := range rounds {
+		var wins, refused atomic.Int32
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for r := range racers {
+			wg.Go(func() {
+				<-start
+				err := c.Run(func() error {
+					wins.Add(1)
+					v.Set(r)
+					// Hold c until every other racer has been refused, so
+					// that none can enter after this one leaves.
+					deadline := time.Now().Add(30 * time.Second)
+					for refused.Load() < racers-1 {
+						if time.Now().After(deadline) {
+							return errors.New("racers did not finish")
+						}
+						time.Sleep(10 * time.Microsecond)
+					}
+					return nil
+				})
+				switch {
+				case err == nil:
+				case errors.Is(err, contextvars.ErrAlreadyEntered):
+					refused.Add(1)
+				default:
+					t.Error(err)
+				}
+			})
+		}
+		close(start)
+		waitOrFail(t, &wg, time.Minute)
+		require.Equal(t, int32(1), wins.Load(), "round %d: winners", round)
+		require.Equal(t, int32(racers-1), refused.Load(), "round %d: refused", round)
+	}
+	assert.Equal(t, 1, c.Len())
+	assert.NoError(t, c.Run(func() error { return nil }), "c is free after the races")
+}
+
+// TestStress_goAndSweep starts goroutines in waves that set vars in their
+// implicit contexts and start children with Go, so that sweeps run while
+// other goroutines look up and register their state.
+func TestStress_goAndSweep(t *testing.T) {
+	waves, perWave := 20, 300
+	if testing.Short() {
+		waves = 5
+	}
+	v := contextvars.NewVar[int]("v")
+	for w := range waves {
+		var wg sync.WaitGroup
+		for i := range perWave {
+			wg.Go(func() {
+				v.Set(i)
+				var child sync.WaitGroup
+				child.Add(1)
+				contextvars.Go(func() {
+					defer child.Done()
+					if got, _ := v.Get(); got != i {
+						t.Errorf("wave %d: child sees %d; want %d", w, got, i)
+					}
+					v.Set(-1)
+				})
+				child.Wait()
+				if got, _ := v.Get(); got != i {
+					t.Errorf("wave %d: parent sees %d; want %d", w, got, i)
+				}
+			})
+		}
+		waitOrFail(t, &wg, time.Minute)
+	}
+}
