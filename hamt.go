@@ -115,29 +115,44 @@ func (n *node) len() int {
 	return int(n.size)
 }
 
-// get returns the leaf bound to k in the map rooted at n, or nil.
+// get returns the leaf bound to k in the map rooted at n, or nil. It is
+// small enough to be inlined, and answers a root that is a leaf (a context
+// of one var) without a call.
 func (n *node) get(k *varCore) *node {
+	if n == nil || n.key == k {
+		return n
+	}
+	if n.key != nil {
+		return nil
+	}
+	return n.find(k)
+}
+
+// find is get for an inner node n. It is kept out of line so that get
+// stays small enough to inline.
+//
+//go:noinline
+func (n *node) find(k *varCore) *node {
 	h := k.hash
-	for shift := uint(0); n != nil; shift += bitsPerLevel {
-		if n.key != nil {
-			if n.key == k {
-				return n
-			}
-			return nil
-		}
-		if n.bitmap == 0 {
-			for _, l := range n.kids {
-				if l.key == k {
-					return l
-				}
-			}
-			return nil
-		}
-		bit := uint32(1) << ((h >> shift) & levelMask)
+	for n.bitmap != 0 {
+		bit := uint32(1) << (h & levelMask)
 		if n.bitmap&bit == 0 {
 			return nil
 		}
 		n = n.kids[bits.OnesCount32(n.bitmap&(bit-1))]
+		h >>= bitsPerLevel
+	}
+	// n is a leaf or a collision node. A bitmap node's kids are never nil.
+	if n.key != nil {
+		if n.key == k {
+			return n
+		}
+		return nil
+	}
+	for _, l := range n.kids {
+		if l.key == k {
+			return l
+		}
 	}
 	return nil
 }

@@ -165,6 +165,31 @@ func current() *Context {
 	return nil
 }
 
+// currentLeaf returns the leaf bound to k in the calling goroutine's current
+// context, or nil. It is Var.Get's lookup: a context of one var is answered
+// from its root; a larger one through the goroutine's lookup cache, then the
+// trie.
+func currentLeaf(k *varCore) *node {
+	gs := reg.lookup(goroutineID())
+	if gs == nil || gs.current == nil {
+		return nil
+	}
+	root := gs.current.root.Load()
+	if root == nil || root.key != nil {
+		return root.get(k)
+	}
+	// The cache is keyed by (var, root). A root identifies one immutable
+	// trie, and the entry holds it, so its address cannot be reused for
+	// another trie while the entry stands: a hit is always right.
+	e := &gs.cache[k.hash&(lookupCacheSize-1)]
+	if e.key == k && e.root == root {
+		return e.leaf
+	}
+	l := root.find(k)
+	*e = cacheEntry{key: k, root: root, leaf: l}
+	return l
+}
+
 // currentOrImplicit returns the calling goroutine's current context, making
 // its implicit context if it has none.
 func currentOrImplicit() *Context {
@@ -188,10 +213,31 @@ func self() *gstate {
 type gstate struct {
 	current *Context // the context it runs in; nil: none yet
 
-	// The padding keeps two goroutines' states off one cache line, so that
-	// goroutines switching contexts on different cores do not slow each
-	// other.
-	_ [56]byte
+	// cache remembers the last lookups of vars in tries of more than one
+	// var, as CPython's ContextVar caches its last value: reading a var
+	// again costs what reading the only var of a context costs, however
+	// many vars the context holds. Entries are checked against the current
+	// root, so a Set, a Reset or a change of context simply misses. An entry
+	// keeps its trie alive until it is replaced or the goroutine's state is
+	// dropped: at most lookupCacheSize tries per goroutine.
+	cache [lookupCacheSize]cacheEntry
+
+	// The padding rounds the state up to two cache lines, so that
+	// goroutines on different cores never write to one line.
+	_ [24]byte
+}
+
+// lookupCacheSize is the number of entries of a goroutine's lookup cache,
+// indexed by the low bits of the var's hash: enough for the few vars a
+// request reads again and again (request ID, span, tenant, deadline).
+const lookupCacheSize = 4
+
+// cacheEntry records that in the trie rooted at root, key is bound to leaf
+// (nil: not bound).
+type cacheEntry struct {
+	key  *varCore
+	root *node
+	leaf *node
 }
 
 const (

@@ -86,10 +86,8 @@ func (v *Var[T]) Get() (T, bool) {
 	if v == nil {
 		panic(errNilVar)
 	}
-	if c := current(); c != nil {
-		if l := c.root.Load().get(&v.c); l != nil {
-			return l.entry.(*Token[T]).val, true
-		}
+	if l := currentLeaf(&v.c); l != nil {
+		return l.entry.(*Token[T]).val, true
 	}
 	return v.def, v.hasDef
 }
@@ -101,10 +99,8 @@ func (v *Var[T]) GetOr(def T) T {
 	if v == nil {
 		panic(errNilVar)
 	}
-	if c := current(); c != nil {
-		if l := c.root.Load().get(&v.c); l != nil {
-			return l.entry.(*Token[T]).val
-		}
+	if l := currentLeaf(&v.c); l != nil {
+		return l.entry.(*Token[T]).val
 	}
 	return def
 }
@@ -127,7 +123,8 @@ func (v *Var[T]) In(c *Context) (T, bool) {
 // Python's ContextVar.set(value). Outside any [Context.Run], Set acts on the
 // goroutine's implicit context, made on first use.
 //
-// Set allocates once: the token, which also holds the new binding.
+// Set allocates the token, which also holds the new binding, and one trie
+// node per level of the path it copies (none if v is the context's only var).
 func (v *Var[T]) Set(value T) *Token[T] {
 	if v == nil {
 		panic(errNilVar)
@@ -135,7 +132,11 @@ func (v *Var[T]) Set(value T) *Token[T] {
 	c := currentOrImplicit()
 	t := &Token[T]{v: v, ctx: c, val: value}
 	t.leaf = node{key: &v.c, entry: t}
-	root, replaced := c.root.Load().set(&t.leaf, 0)
+	root, replaced := &t.leaf, c.root.Load()
+	if replaced == nil || replaced.key != &v.c {
+		// Not the fast case of v being the context's only var.
+		root, replaced = replaced.set(root, 0)
+	}
 	if replaced != nil {
 		t.old, t.hasOld = replaced.entry.(*Token[T]).val, true
 	}

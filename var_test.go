@@ -3,6 +3,8 @@ package contextvars_test
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"math/rand/v2"
 	"regexp"
 	"sync"
 	"testing"
@@ -441,4 +443,57 @@ func TestGo_plainGoroutineStartsEmpty(t *testing.T) {
 		}()
 		assert.False(t, <-done)
 	})
+}
+
+// TestVar_Get_largeContexts reads and writes many vars across contexts that
+// share and then diverge from one trie, checking every Get against a map:
+// lookups in tries of many vars go through each goroutine's lookup cache,
+// which must never answer for a stale trie.
+func TestVar_Get_largeContexts(t *testing.T) {
+	const nvars = 64
+	vars := make([]*contextvars.Var[int], nvars)
+	for i := range vars {
+		vars[i] = contextvars.NewVarWithDefault(fmt.Sprint("v", i), -1)
+	}
+	base := contextvars.New()
+	model := map[*contextvars.Context]map[int]int{base: {}}
+	require.NoError(t, base.Run(func() error {
+		for i, v := range vars {
+			v.Set(i)
+			model[base][i] = i
+		}
+		return nil
+	}))
+	ctxs := []*contextvars.Context{base, base.Copy(), base.Copy()}
+	for _, c := range ctxs[1:] {
+		model[c] = maps.Clone(model[base])
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for step := range 5000 {
+		c := ctxs[rng.IntN(len(ctxs))]
+		require.NoError(t, c.Run(func() error {
+			for range 20 {
+				i := rng.IntN(nvars)
+				switch rng.IntN(4) {
+				case 0:
+					tok := vars[i].Set(step)
+					if rng.IntN(2) == 0 {
+						require.NoError(t, tok.Reset())
+					} else {
+						model[c][i] = step
+					}
+				default:
+					want, ok := model[c][i]
+					if !ok {
+						want = -1
+					}
+					got, _ := vars[i].Get()
+					if got != want {
+						t.Fatalf("step %d: %s.Get() = %d; want %d", step, vars[i].Name(), got, want)
+					}
+				}
+			}
+			return nil
+		}))
+	}
 }
