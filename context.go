@@ -27,8 +27,51 @@ type Context struct {
 	// sees a complete trie.
 	root rootPtr
 
-	// entered is the ownership flag; see "Ownership" in run.go.
-	entered atomic.Bool
+	// state holds the ownership flag (enteredBit; see "Ownership" in
+	// run.go) and the context's id (the other bits; 0 until the first Set
+	// in the context). A token records the id of its context rather than
+	// a pointer to it: a pointer would let a trie's leaves keep their
+	// contexts, and those contexts' tries, alive, chaining every
+	// generation of copies into memory (TestContext_copyChainsDoNotLeak).
+	// Any goroutine may load and compare-and-swap state; only the owner
+	// sets the id or clears the flag.
+	state atomic.Uint64
+}
+
+// enteredBit is the ownership flag in Context.state.
+const enteredBit = 1 << 63
+
+// tryEnter sets c's ownership flag and reports whether it was clear.
+func (c *Context) tryEnter() bool {
+	for {
+		s := c.state.Load()
+		if s&enteredBit != 0 {
+			return false
+		}
+		if c.state.CompareAndSwap(s, s|enteredBit) {
+			return true
+		}
+		// The id was set between the load and the swap by a goroutine
+		// that entered and left meanwhile: look again.
+	}
+}
+
+// leave clears c's ownership flag. Only the goroutine that entered c calls
+// it.
+func (c *Context) leave() { c.state.And(^uint64(enteredBit)) }
+
+// id returns c's id, 0 if none was needed yet.
+func (c *Context) id() uint64 { return c.state.Load() &^ enteredBit }
+
+// idFor returns c's id, giving it one from gs's block first if it has none.
+// Only c's owner, whose state gs is, calls it.
+func (c *Context) idFor(gs *gstate) uint64 {
+	if id := c.id(); id != 0 {
+		return id
+	}
+	id := gs.newContextID()
+	c.state.Or(id)
+	return id
 }
 
 // New returns a new, empty context: Python's contextvars.Context().

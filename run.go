@@ -6,9 +6,9 @@ package contextvars
 //
 // # Ownership
 //
-// Context.entered records that some goroutine is inside c.Run (or Call).
-// Only the goroutine that entered c sets it, with a compare-and-swap from
-// false; any goroutine may load it. That goroutine's deferred exit clears it,
+// The entered flag of a Context (a bit of Context.state) records that some
+// goroutine is inside c.Run (or Call). Only the goroutine that enters c sets
+// it, with a compare-and-swap from clear; any goroutine may load it. That goroutine's deferred exit clears it,
 // and deferred calls run on return, on panic and on runtime.Goexit alike, so
 // the flag cannot stay set after the goroutine has left Run. A second
 // entrant, the same goroutine recursively or another one concurrently, fails
@@ -127,7 +127,7 @@ func Call[T any](c *Context, fn func() (T, error)) (T, error) {
 // enter makes c the calling goroutine's current context and returns the
 // goroutine's state and the context it replaced; see "Ownership" above.
 func (c *Context) enter() (gs *gstate, prev *Context, err error) {
-	if !c.entered.CompareAndSwap(false, true) {
+	if !c.tryEnter() {
 		return nil, nil, &cvError{ErrAlreadyEntered, "contextvars: cannot enter context: " + c.String() + " is already entered"}
 	}
 	gs = self()
@@ -139,7 +139,7 @@ func (c *Context) enter() (gs *gstate, prev *Context, err error) {
 // exit undoes enter. done reports whether fn returned normally.
 func (c *Context) exit(gs *gstate, prev *Context, done bool) {
 	gs.current = prev
-	c.entered.Store(false)
+	c.leave()
 	if !done && prev == nil {
 		// Unwinding by panic or Goexit out of the outermost Run of a
 		// goroutine with no implicit context: gs holds nothing worth
@@ -190,16 +190,6 @@ func currentLeaf(k *varCore) *node {
 	return l
 }
 
-// currentOrImplicit returns the calling goroutine's current context, making
-// its implicit context if it has none.
-func currentOrImplicit() *Context {
-	gs := self()
-	if gs.current == nil {
-		gs.current = new(Context)
-	}
-	return gs.current
-}
-
 // self returns the calling goroutine's state, registering it on first use.
 func self() *gstate {
 	id := goroutineID()
@@ -222,9 +212,32 @@ type gstate struct {
 	// dropped: at most lookupCacheSize tries per goroutine.
 	cache [lookupCacheSize]cacheEntry
 
+	// nextID and endID are the block of context ids this goroutine hands
+	// out (newContextID); taking ids in blocks keeps goroutines off one
+	// shared counter.
+	nextID, endID uint64
+
 	// The padding rounds the state up to two cache lines, so that
 	// goroutines on different cores never write to one line.
-	_ [24]byte
+	_ [8]byte
+}
+
+// contextIDs is the last context id given out in a block; see gstate.
+var contextIDs atomic.Uint64
+
+// idBlock is the number of context ids a goroutine takes at once.
+const idBlock = 1024
+
+// newContextID returns a context id never returned before: ids come from a
+// 63-bit counter, which does not wrap in the life of a process.
+func (gs *gstate) newContextID() uint64 {
+	if gs.nextID == gs.endID {
+		gs.endID = contextIDs.Add(idBlock) + 1
+		gs.nextID = gs.endID - idBlock
+	}
+	id := gs.nextID
+	gs.nextID++
+	return id
 }
 
 // lookupCacheSize is the number of entries of a goroutine's lookup cache,

@@ -232,3 +232,31 @@ func TestRun_pprofLabels(t *testing.T) {
 	}()
 	<-done
 }
+
+// TestContext_copyChainsDoNotLeak runs 20,000 generations of copies, each
+// setting one of two vars to 1 KiB: the last context holds two values, and
+// the heap must not keep the generations before it. (Tokens once held a
+// pointer to their context, so each trie's leaves kept their contexts, and
+// those contexts' tries, alive: this test grew the heap by 24 MiB.)
+func TestContext_copyChainsDoNotLeak(t *testing.T) {
+	const generations, size = 20_000, 1 << 10
+	a, b := NewVar[[]byte]("a"), NewVar[[]byte]("b")
+	before := heapInUse()
+	c := New()
+	for i := range generations {
+		c = c.Copy()
+		require.NoError(t, c.Run(func() error {
+			if i%2 == 0 {
+				a.Set(make([]byte, size))
+			} else {
+				b.Set(make([]byte, size))
+			}
+			return nil
+		}))
+	}
+	growth := int64(heapInUse()) - int64(before)
+	t.Logf("%d generations: heap growth %d KiB (all values: %d KiB)", generations, growth>>10, generations*size>>10)
+	assert.Equal(t, 2, c.Len())
+	assert.Less(t, growth, int64(generations*size/20), "earlier generations are not retained")
+	runtime.KeepAlive(c)
+}

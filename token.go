@@ -18,8 +18,8 @@ type Token[T any] struct {
 	val  T // the value Set stored
 
 	v      *Var[T]
-	ctx    *Context
-	old    T    // the value v had in ctx before Set, if hasOld
+	ctxID  uint64 // the id of the context Set ran in; see Context.state
+	old    T      // the value v had in that context before Set, if hasOld
 	hasOld bool // false is Python's Token.MISSING
 
 	// used is set by the one Reset that consumes the token. Any goroutine

@@ -129,8 +129,12 @@ func (v *Var[T]) Set(value T) *Token[T] {
 	if v == nil {
 		panic(errNilVar)
 	}
-	c := currentOrImplicit()
-	t := &Token[T]{v: v, ctx: c, val: value}
+	gs := self()
+	if gs.current == nil {
+		gs.current = new(Context) // the goroutine's implicit context
+	}
+	c := gs.current
+	t := &Token[T]{v: v, ctxID: c.idFor(gs), val: value}
 	t.leaf = node{key: &v.c, entry: t}
 	root, replaced := &t.leaf, c.root.Load()
 	if replaced == nil || replaced.key != &v.c {
@@ -169,7 +173,7 @@ func (v *Var[T]) Reset(t *Token[T]) error {
 		return tokenError(ErrTokenVar, t, "was created by a different ContextVar")
 	}
 	c := current()
-	if c != t.ctx {
+	if c == nil || c.id() != t.ctxID {
 		return tokenError(ErrTokenContext, t, "was created in a different Context")
 	}
 	// Only the goroutine whose current context is t.ctx gets here, and a
@@ -187,7 +191,7 @@ func (v *Var[T]) Reset(t *Token[T]) error {
 	}
 	// The old value needs a leaf of its own; a used token carries it and is
 	// never handed out.
-	r := &Token[T]{v: v, ctx: c, val: t.old}
+	r := &Token[T]{v: v, ctxID: t.ctxID, val: t.old}
 	r.leaf = node{key: &v.c, entry: r}
 	r.used.Store(true)
 	root, _ = root.set(&r.leaf, 0)
