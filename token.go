@@ -20,7 +20,7 @@ type Token[T any] struct {
 	v      *Var[T]
 	ctxID  uint64 // the id of the context Set ran in; see Context.state
 	old    T      // the value v had in that context before Set, if hasOld
-	hasOld bool // false is Python's Token.MISSING
+	hasOld bool   // false is Python's Token.MISSING
 
 	// used is set by the one Reset that consumes the token. Any goroutine
 	// may load it.
