@@ -107,6 +107,25 @@ func BenchmarkVarSet(b *testing.B) {
 	})
 }
 
+// BenchmarkVarSetString sets a var of a type that holds pointers: its token
+// and binding are two allocations, so that the trie never keeps the old
+// value alive (see Var.Set).
+func BenchmarkVarSetString(b *testing.B) {
+	bySize(b, func(b *testing.B, n int) {
+		c, s := New(), NewVar[string]("s")
+		_ = c.Run(func() error {
+			for i := range n - 1 {
+				NewVar[int](fmt.Sprint("x", i)).Set(i)
+			}
+			s.Set("a")
+			for b.Loop() {
+				sinkAny = s.Set("b")
+			}
+			return nil
+		})
+	})
+}
+
 func BenchmarkVarSetReset(b *testing.B) {
 	bySize(b, func(b *testing.B, n int) {
 		inContext(b, n, func(_ *Context, v *Var[int]) {

@@ -27,9 +27,8 @@ package contextvars
 // There is one Go type, node, so that a Context can publish its root with a
 // single atomic.Pointer; its fields say which kind a node is:
 //
-//	leaf       key != nil. One binding: key and the *Token[T] that holds
-//	           the value (entry). The leaf is embedded in that token, so a
-//	           Set costs one allocation for both.
+//	leaf       key != nil. One binding: key and the *binding[T] that
+//	           holds the value (entry), in which the leaf is embedded.
 //	bitmap     key == nil, bitmap != 0. Up to 32 children, one per 5-bit
 //	           chunk of the hash at this level; children are stored densely
 //	           and found by popcount of the bitmap bits below the chunk's bit.
@@ -84,10 +83,10 @@ type node struct {
 	size   int32
 	kids   []*node  // bitmap and collision nodes
 	key    *varCore // leaf
-	entry  entry    // leaf: the *Token[T] holding the value
+	entry  entry    // leaf: the *binding[T] holding the value
 }
 
-// entry is what a leaf points at: the *Token[T] whose Set made the binding.
+// entry is what a leaf points at: the *binding[T] that embeds it.
 type entry interface {
 	key() Key
 	value() any

@@ -38,14 +38,14 @@ func keyset(n int, hash func(int) uint64) []*varCore {
 	return ks
 }
 
-// leafOf returns a new leaf binding k to val, held by a token as in Var.Set.
+// leafOf returns a new leaf binding k to val, as Var.Set makes one.
 func leafOf(k *varCore, val int) *node {
-	t := &Token[int]{val: val}
-	t.leaf = node{key: k, entry: t}
-	return &t.leaf
+	b := &binding[int]{val: val}
+	b.leaf = node{key: k, entry: b}
+	return &b.leaf
 }
 
-func valueOf(l *node) int { return l.entry.(*Token[int]).val }
+func valueOf(l *node) int { return l.entry.(*binding[int]).val }
 
 // validate checks every invariant of the node kinds (see hamt.go) in the map
 // rooted at n, at depth shift, where every key has the hash bits prefix

@@ -260,3 +260,61 @@ func TestContext_copyChainsDoNotLeak(t *testing.T) {
 	assert.Less(t, growth, int64(generations*size/20), "earlier generations are not retained")
 	runtime.KeepAlive(c)
 }
+
+// TestVar_Set_dropsOldValue checks that once v is set again and the token
+// is dropped, the old value is garbage, as in Python: the trie holds only
+// the current value, even though tokens of pointer-free types share an
+// allocation with their binding.
+func TestVar_Set_dropsOldValue(t *testing.T) {
+	const size = 64 << 20
+	buf := NewVar[[]byte]("buf")
+	n := NewVar[[4]int]("n")
+	c := New()
+	before := heapInUse()
+	require.NoError(t, c.Run(func() error {
+		buf.Set(make([]byte, size))
+		buf.Set(nil) // the token, which holds the old slice, is dropped
+		n.Set([4]int{1})
+		n.Set([4]int{2})
+		return nil
+	}))
+	growth := int64(heapInUse()) - int64(before)
+	t.Logf("heap growth after replacing a %d MiB value: %d KiB", size>>20, growth>>10)
+	assert.Less(t, growth, int64(1<<20), "the old value is not kept alive")
+	got, _ := n.In(c)
+	assert.Equal(t, [4]int{2}, got)
+	runtime.KeepAlive(c)
+}
+
+// TestHasPointers checks the classification that decides whether a token
+// may share its binding's allocation.
+func TestHasPointers(t *testing.T) {
+	type flat struct {
+		A int
+		B [3]float64
+		C struct{ D bool }
+	}
+	type withString struct {
+		A int
+		S string
+	}
+	cases := []struct {
+		name string
+		info *varInfo
+		want bool
+	}{
+		{"int", NewVar[int]("").c.info.Load(), true},
+		{"flat struct", NewVar[flat]("").c.info.Load(), true},
+		{"[0]*int", NewVar[[0]*int]("").c.info.Load(), true},
+		{"string", NewVar[string]("").c.info.Load(), false},
+		{"struct with string", NewVar[withString]("").c.info.Load(), false},
+		{"[]byte", NewVar[[]byte]("").c.info.Load(), false},
+		{"*int", NewVar[*int]("").c.info.Load(), false},
+		{"any", NewVar[any]("").c.info.Load(), false},
+		{"func", NewVar[func()]("").c.info.Load(), false},
+		{"map", NewVar[map[int]int]("").c.info.Load(), false},
+	}
+	for _, tc := range cases {
+		assert.Equal(t, tc.want, tc.info.pointerFree, "pointerFree for %s", tc.name)
+	}
+}

@@ -12,11 +12,6 @@ import (
 // Tokens are made only by Var.Set; a zero Token is refused by Reset with
 // [ErrNilToken]. A Token's methods may be called from any goroutine.
 type Token[T any] struct {
-	// leaf is the trie binding that Set added to ctx: key v, entry this
-	// token. It is written only before Set publishes the new root.
-	leaf node
-	val  T // the value Set stored
-
 	v      *Var[T]
 	ctxID  uint64 // the id of the context Set ran in; see Context.state
 	old    T      // the value v had in that context before Set, if hasOld
@@ -26,6 +21,17 @@ type Token[T any] struct {
 	// may load it.
 	used atomic.Bool
 }
+
+// binding is a trie leaf: a var bound to a value. Var.Set makes one; so does
+// a Reset that restores an old value. It never changes once published.
+type binding[T any] struct {
+	leaf node // key: the var's core; entry: this binding
+	val  T
+}
+
+// key and value make *binding[T] the entry of the leaf it holds.
+func (b *binding[T]) key() Key   { return b.leaf.key.info.Load().key }
+func (b *binding[T]) value() any { return b.val }
 
 // Var returns the var whose [Var.Set] made t (Token.var).
 func (t *Token[T]) Var() *Var[T] {
@@ -73,7 +79,3 @@ func (t *Token[T]) String() string {
 	}
 	return fmt.Sprintf("<Token%s var=%v at %p>", used, t.v, t)
 }
-
-// key and value make *Token[T] the entry of the trie leaf it holds.
-func (t *Token[T]) key() Key   { return t.v }
-func (t *Token[T]) value() any { return t.val }

@@ -2,6 +2,7 @@ package contextvars
 
 import (
 	"fmt"
+	"reflect"
 	"sync"
 	"sync/atomic"
 )
@@ -44,20 +45,78 @@ type Var[T any] struct {
 type varCore struct {
 	hash uint64 // fixed at creation; see nextHash
 	name string
+
+	// info is set by NewVar, or by the first Set of a zero Var (Var.info).
+	// Bindings of the var exist only after it.
+	info atomic.Pointer[varInfo]
+}
+
+// varInfo is what the type-independent code needs to know of a Var[T].
+type varInfo struct {
+	key Key // the *Var[T] whose core this is
+
+	// pointerFree reports that T holds no pointers, so that a binding
+	// and its token can share an allocation; see Var.Set.
+	pointerFree bool
+}
+
+// newInfo returns the info of a var of type T.
+func newInfo[T any](v *Var[T]) *varInfo {
+	return &varInfo{key: v, pointerFree: !hasPointers(reflect.TypeFor[T]())}
+}
+
+// hasPointers reports whether values of type t hold pointers (and so may
+// keep other memory alive).
+func hasPointers(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Array:
+		return t.Len() > 0 && hasPointers(t.Elem())
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if hasPointers(t.Field(i).Type) {
+				return true
+			}
+		}
+		return false
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+		reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128:
+		return false
+	}
+	return true // pointers, strings, slices, maps, chans, funcs, interfaces
 }
 
 // NewVar returns a new var named name with no default: [Var.Get] reports
 // ok=false until the var is set in the current context. It is Python's
 // ContextVar(name).
 func NewVar[T any](name string) *Var[T] {
-	return &Var[T]{c: varCore{hash: nextHash(), name: name}}
+	v := &Var[T]{}
+	v.init(name)
+	return v
 }
 
 // NewVarWithDefault returns a new var named name whose [Var.Get] returns def
 // where the current context has no value for it. It is Python's
 // ContextVar(name, default=def).
 func NewVarWithDefault[T any](name string, def T) *Var[T] {
-	return &Var[T]{c: varCore{hash: nextHash(), name: name}, def: def, hasDef: true}
+	v := &Var[T]{def: def, hasDef: true}
+	v.init(name)
+	return v
+}
+
+// info returns v's info, making it at a zero Var's first Set.
+func (v *Var[T]) info() *varInfo {
+	if i := v.c.info.Load(); i != nil {
+		return i
+	}
+	v.c.info.CompareAndSwap(nil, newInfo(v))
+	return v.c.info.Load()
+}
+
+// init gives a new var its hash, name and info.
+func (v *Var[T]) init(name string) {
+	v.c.hash, v.c.name = nextHash(), name
+	v.c.info.Store(newInfo(v))
 }
 
 // Name returns the name v was made with (ContextVar.name).
@@ -87,7 +146,7 @@ func (v *Var[T]) Get() (T, bool) {
 		panic(errNilVar)
 	}
 	if l := currentLeaf(&v.c); l != nil {
-		return l.entry.(*Token[T]).val, true
+		return l.entry.(*binding[T]).val, true
 	}
 	return v.def, v.hasDef
 }
@@ -100,7 +159,7 @@ func (v *Var[T]) GetOr(def T) T {
 		panic(errNilVar)
 	}
 	if l := currentLeaf(&v.c); l != nil {
-		return l.entry.(*Token[T]).val
+		return l.entry.(*binding[T]).val
 	}
 	return def
 }
@@ -111,7 +170,7 @@ func (v *Var[T]) GetOr(def T) T {
 func (v *Var[T]) In(c *Context) (T, bool) {
 	if v != nil && c != nil {
 		if l := c.root.Load().get(&v.c); l != nil {
-			return l.entry.(*Token[T]).val, true
+			return l.entry.(*binding[T]).val, true
 		}
 	}
 	var zero T
@@ -123,8 +182,9 @@ func (v *Var[T]) In(c *Context) (T, bool) {
 // Python's ContextVar.set(value). Outside any [Context.Run], Set acts on the
 // goroutine's implicit context, made on first use.
 //
-// Set allocates the token, which also holds the new binding, and one trie
-// node per level of the path it copies (none if v is the context's only var).
+// Set allocates the new binding and the token, and one trie node per level
+// of the path it copies (none if v is the context's only var). Where T holds
+// no pointers, binding and token are one allocation.
 func (v *Var[T]) Set(value T) *Token[T] {
 	if v == nil {
 		panic(errNilVar)
@@ -134,15 +194,34 @@ func (v *Var[T]) Set(value T) *Token[T] {
 		gs.current = new(Context) // the goroutine's implicit context
 	}
 	c := gs.current
-	t := &Token[T]{v: v, ctxID: c.idFor(gs), val: value}
-	t.leaf = node{key: &v.c, entry: t}
-	root, replaced := &t.leaf, c.root.Load()
+
+	var b *binding[T]
+	var t *Token[T]
+	if v.info().pointerFree {
+		// The trie keeps the token's memory alive with the binding's, and
+		// with it the token's old value: harmless, since that value refers
+		// to nothing.
+		p := new(struct {
+			b binding[T]
+			t Token[T]
+		})
+		b, t = &p.b, &p.t
+	} else {
+		// The token holds the old value, which may hold on to memory that
+		// the trie must not keep alive: two allocations.
+		b, t = new(binding[T]), new(Token[T])
+	}
+	b.val = value
+	b.leaf = node{key: &v.c, entry: b}
+	t.v, t.ctxID = v, c.idFor(gs)
+
+	root, replaced := &b.leaf, c.root.Load()
 	if replaced == nil || replaced.key != &v.c {
 		// Not the fast case of v being the context's only var.
 		root, replaced = replaced.set(root, 0)
 	}
 	if replaced != nil {
-		t.old, t.hasOld = replaced.entry.(*Token[T]).val, true
+		t.old, t.hasOld = replaced.entry.(*binding[T]).val, true
 	}
 	c.root.Store(root)
 	return t
@@ -176,7 +255,7 @@ func (v *Var[T]) Reset(t *Token[T]) error {
 	if c == nil || c.id() != t.ctxID {
 		return tokenError(ErrTokenContext, t, "was created in a different Context")
 	}
-	// Only the goroutine whose current context is t.ctx gets here, and a
+	// Only the goroutine whose current context is t's gets here, and a
 	// context is current for one goroutine at a time, so the swap cannot
 	// fail; it is a CAS so that a broken promise is an error, not a double
 	// reset.
@@ -189,12 +268,9 @@ func (v *Var[T]) Reset(t *Token[T]) error {
 		c.root.Store(root)
 		return nil
 	}
-	// The old value needs a leaf of its own; a used token carries it and is
-	// never handed out.
-	r := &Token[T]{v: v, ctxID: t.ctxID, val: t.old}
-	r.leaf = node{key: &v.c, entry: r}
-	r.used.Store(true)
-	root, _ = root.set(&r.leaf, 0)
+	b := &binding[T]{val: t.old}
+	b.leaf = node{key: &v.c, entry: b}
+	root, _ = root.set(&b.leaf, 0)
 	c.root.Store(root)
 	return nil
 }
