@@ -80,7 +80,7 @@ const (
 // the nil *node.
 type node struct {
 	bitmap uint32
-	size   int32
+	size   int32 // inner: leaves beneath; leaf: the mark of Var.Set
 	kids   []*node  // bitmap and collision nodes
 	key    *varCore // leaf
 	entry  entry    // leaf: the *binding[T] holding the value
@@ -158,7 +158,8 @@ func (n *node) find(k *varCore) *node {
 
 // set returns the map rooted at n with leaf l added, replacing any leaf with
 // l's key, and the leaf it replaced (nil if none). shift is n's depth in bits.
-// l must be a new leaf that no published map holds.
+// l is not changed; other maps may hold it too (Var.Reset puts back a leaf
+// that older maps hold).
 func (n *node) set(l *node, shift uint) (root, replaced *node) {
 	if n == nil {
 		return l, nil

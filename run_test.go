@@ -318,3 +318,33 @@ func TestHasPointers(t *testing.T) {
 		assert.Equal(t, tc.want, tc.info.pointerFree, "pointerFree for %s", tc.name)
 	}
 }
+
+// TestVar_Set_loopDoesNotChain sets one var 20,000 times in a context
+// without resetting, with 1 KiB values of a pointer-free type, whose tokens
+// share an allocation with their binding and keep the binding they
+// replaced: the context must keep about two values alive, not a chain of
+// all of them.
+func TestVar_Set_loopDoesNotChain(t *testing.T) {
+	const n = 20_000
+	v := NewVar[[1024]byte]("v")
+	w := NewVar[[1024]byte]("w")
+	c := New()
+	before := heapInUse()
+	require.NoError(t, c.Run(func() error {
+		for i := range n {
+			var x [1024]byte
+			x[0] = byte(i)
+			v.Set(x)
+			if i%3 == 0 {
+				w.Set(x) // a context of two vars, too
+			}
+		}
+		return nil
+	}))
+	growth := int64(heapInUse()) - int64(before)
+	t.Logf("%d Sets of 1 KiB values: heap growth %d KiB", n, growth>>10)
+	assert.Less(t, growth, int64(64<<10), "the context keeps a few values, not every one set")
+	got, _ := v.In(c)
+	assert.Equal(t, byte((n-1)%256), got[0])
+	runtime.KeepAlive(c)
+}

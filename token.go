@@ -12,15 +12,27 @@ import (
 // Tokens are made only by Var.Set; a zero Token is refused by Reset with
 // [ErrNilToken]. A Token's methods may be called from any goroutine.
 type Token[T any] struct {
-	v      *Var[T]
-	ctxID  uint64 // the id of the context Set ran in; see Context.state
-	old    T      // the value v had in that context before Set, if hasOld
-	hasOld bool   // false is Python's Token.MISSING
+	v *Var[T]
 
-	// used is set by the one Reset that consumes the token. Any goroutine
-	// may load it.
-	used atomic.Bool
+	// state is the id of the context Set ran in (see Context.state) and
+	// the flags tokenHasOld and tokenUsed. Set writes it before returning
+	// the token; afterwards it is read and swapped atomically, and only the
+	// one Reset that consumes the token changes it, setting tokenUsed.
+	state uint64
+
+	// prev is the leaf of the binding Set replaced, if it may be kept
+	// (see Var.Set): Reset puts it back instead of allocating a new one.
+	prev *node
+
+	old T // the value v had in the context before Set, if tokenHasOld
 }
+
+// Flags of Token.state; the bits below them hold a context id.
+const (
+	tokenUsed   = 1 << 63
+	tokenHasOld = 1 << 62
+	ctxIDMask   = tokenHasOld - 1
+)
 
 // binding is a trie leaf: a var bound to a value. Var.Set makes one; so does
 // a Reset that restores an old value. It never changes once published.
@@ -49,7 +61,7 @@ func (t *Token[T]) OldValue() (T, bool) {
 		var zero T
 		return zero, false
 	}
-	return t.old, t.hasOld
+	return t.old, atomic.LoadUint64(&t.state)&tokenHasOld != 0
 }
 
 // Reset is t.Var().Reset(t). It lets a scoped Set read as one line, as
@@ -74,7 +86,7 @@ func (t *Token[T]) String() string {
 		return "<Token nil>"
 	}
 	used := ""
-	if t.used.Load() {
+	if atomic.LoadUint64(&t.state)&tokenUsed != 0 {
 		used = " used"
 	}
 	return fmt.Sprintf("<Token%s var=%v at %p>", used, t.v, t)

@@ -197,7 +197,8 @@ func (v *Var[T]) Set(value T) *Token[T] {
 
 	var b *binding[T]
 	var t *Token[T]
-	if v.info().pointerFree {
+	shared := v.info().pointerFree
+	if shared {
 		// The trie keeps the token's memory alive with the binding's, and
 		// with it the token's old value: harmless, since that value refers
 		// to nothing.
@@ -213,7 +214,8 @@ func (v *Var[T]) Set(value T) *Token[T] {
 	}
 	b.val = value
 	b.leaf = node{key: &v.c, entry: b}
-	t.v, t.ctxID = v, c.idFor(gs)
+	t.v = v
+	state := c.idFor(gs)
 
 	root, replaced := &b.leaf, c.root.Load()
 	if replaced == nil || replaced.key != &v.c {
@@ -221,8 +223,22 @@ func (v *Var[T]) Set(value T) *Token[T] {
 		root, replaced = replaced.set(root, 0)
 	}
 	if replaced != nil {
-		t.old, t.hasOld = replaced.entry.(*binding[T]).val, true
+		t.old = replaced.entry.(*binding[T]).val
+		state |= tokenHasOld
+		// The token keeps the replaced binding so that Reset can put it
+		// back without allocating. Where token and binding share an
+		// allocation, a trie that holds b holds t and so the binding t
+		// keeps; to keep such chains one link long, a shared binding
+		// whose token keeps another is marked (leaf.size = 1), and a
+		// marked binding is not kept.
+		if replaced.size == 0 {
+			t.prev = replaced
+			if shared {
+				b.leaf.size = 1
+			}
+		}
 	}
+	t.state = state
 	c.root.Store(root)
 	return t
 }
@@ -245,32 +261,40 @@ func (v *Var[T]) Reset(t *Token[T]) error {
 	if t.v == nil {
 		return errNilTokenf("zero Token was not returned by Var.Set")
 	}
-	if t.used.Load() {
+	state := atomic.LoadUint64(&t.state)
+	if state&tokenUsed != 0 {
 		return tokenError(ErrTokenUsed, t, "has already been used once")
 	}
 	if t.v != v {
 		return tokenError(ErrTokenVar, t, "was created by a different ContextVar")
 	}
 	c := current()
-	if c == nil || c.id() != t.ctxID {
+	if c == nil || c.id() != state&ctxIDMask {
 		return tokenError(ErrTokenContext, t, "was created in a different Context")
 	}
 	// Only the goroutine whose current context is t's gets here, and a
 	// context is current for one goroutine at a time, so the swap cannot
 	// fail; it is a CAS so that a broken promise is an error, not a double
 	// reset.
-	if !t.used.CompareAndSwap(false, true) {
+	if !atomic.CompareAndSwapUint64(&t.state, state, state|tokenUsed) {
 		return tokenError(ErrTokenUsed, t, "has already been used once")
 	}
 	root := c.root.Load()
-	if !t.hasOld {
+	if state&tokenHasOld == 0 {
 		root, _ = root.delete(&v.c, 0)
 		c.root.Store(root)
 		return nil
 	}
-	b := &binding[T]{val: t.old}
-	b.leaf = node{key: &v.c, entry: b}
-	root, _ = root.set(&b.leaf, 0)
+	// The binding Set replaced holds v and the old value: put it back if
+	// the token kept it (in a context of v alone, that is the whole new
+	// trie, with nothing allocated); else make one.
+	leaf := t.prev
+	if leaf == nil {
+		b := &binding[T]{val: t.old}
+		b.leaf = node{key: &v.c, entry: b}
+		leaf = &b.leaf
+	}
+	root, _ = root.set(leaf, 0)
 	c.root.Store(root)
 	return nil
 }
