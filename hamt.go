@@ -80,7 +80,7 @@ const (
 // the nil *node.
 type node struct {
 	bitmap uint32
-	size   int32 // inner: leaves beneath; leaf: the mark of Var.Set
+	size   int32    // inner: leaves beneath; leaf: the mark of Var.Set
 	kids   []*node  // bitmap and collision nodes
 	key    *varCore // leaf
 	entry  entry    // leaf: the *binding[T] holding the value
