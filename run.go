@@ -8,9 +8,10 @@ package contextvars
 //
 // The entered flag of a Context (a bit of Context.state) records that some
 // goroutine is inside c.Run (or Call). Only the goroutine that enters c sets
-// it, with a compare-and-swap from clear; any goroutine may load it. That goroutine's deferred exit clears it,
-// and deferred calls run on return, on panic and on runtime.Goexit alike, so
-// the flag cannot stay set after the goroutine has left Run. A second
+// it, with a compare-and-swap from clear; any goroutine may load it. That
+// goroutine's deferred exit clears it, and deferred calls run on return, on
+// panic and on runtime.Goexit alike, so the flag cannot stay set after the
+// goroutine has left Run. A second
 // entrant, the same goroutine recursively or another one concurrently, fails
 // the compare-and-swap, gets ErrAlreadyEntered, and its fn is not called. So
 // at most one goroutine has c current at any time, and only it writes c.root;
@@ -140,10 +141,17 @@ func (c *Context) enter() (gs *gstate, prev *Context, err error) {
 func (c *Context) exit(gs *gstate, prev *Context, done bool) {
 	gs.current = prev
 	c.leave()
-	if !done && prev == nil {
-		// Unwinding by panic or Goexit out of the outermost Run of a
-		// goroutine with no implicit context: gs holds nothing worth
-		// keeping, and the goroutine may be about to exit.
+	if prev != nil {
+		return
+	}
+	// Leaving the outermost Run of a goroutine with no implicit context:
+	// the goroutine may be about to exit, and its state wait for a sweep,
+	// which should not keep tries alive meanwhile.
+	if gs.cached {
+		gs.cache, gs.cached = [lookupCacheSize]cacheEntry{}, false
+	}
+	if !done {
+		// Unwinding by panic or Goexit: gs holds nothing worth keeping.
 		reg.forget(goroutineID())
 	}
 }
@@ -187,6 +195,7 @@ func currentLeaf(k *varCore) *node {
 	}
 	l := root.find(k)
 	*e = cacheEntry{key: k, root: root, leaf: l}
+	gs.cached = true
 	return l
 }
 
@@ -210,7 +219,8 @@ type gstate struct {
 	// root, so a Set, a Reset or a change of context simply misses. An entry
 	// keeps its trie alive until it is replaced or the goroutine's state is
 	// dropped: at most lookupCacheSize tries per goroutine.
-	cache [lookupCacheSize]cacheEntry
+	cache  [lookupCacheSize]cacheEntry
+	cached bool // some entry of cache may be set
 
 	// nextID and endID are the block of context ids this goroutine hands
 	// out (newContextID); taking ids in blocks keeps goroutines off one
@@ -219,7 +229,7 @@ type gstate struct {
 
 	// The padding rounds the state up to two cache lines, so that
 	// goroutines on different cores never write to one line.
-	_ [8]byte
+	_ [7]byte
 }
 
 // contextIDs is the last context id given out in a block; see gstate.

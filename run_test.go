@@ -123,7 +123,7 @@ func TestRegistry_implicitContextsDoNotLeak(t *testing.T) {
 // entries and bounded memory.
 func TestGo_forgetsGoroutine(t *testing.T) {
 	n := 1_000_000
-	if testing.Short() || raceEnabled {
+	if testing.Short() {
 		n = 100_000
 	}
 	v := NewVar[int]("v")
@@ -154,7 +154,7 @@ func TestGo_forgetsGoroutine(t *testing.T) {
 // runtime.Goexit: no context stays entered, no registry entry stays behind.
 func TestRun_panicAndGoexitLeaveNothing(t *testing.T) {
 	n := 100_000
-	if testing.Short() || raceEnabled {
+	if testing.Short() {
 		n = 20_000
 	}
 	c := New()
@@ -347,4 +347,40 @@ func TestVar_Set_loopDoesNotChain(t *testing.T) {
 	got, _ := v.In(c)
 	assert.Equal(t, byte((n-1)%256), got[0])
 	runtime.KeepAlive(c)
+}
+
+// TestRun_cacheDoesNotOutliveRun checks that a goroutine's lookup cache
+// does not keep a context's trie alive once the goroutine has left its
+// outermost Run, even while the goroutine lives on.
+func TestRun_cacheDoesNotOutliveRun(t *testing.T) {
+	const nvars, size = 64, 16 << 10
+	before := heapInUse()
+	ready, release := make(chan struct{}), make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		vars := make([]*Var[[]byte], nvars)
+		for i := range vars {
+			vars[i] = NewVar[[]byte]("v")
+		}
+		_ = New().Run(func() error {
+			for _, v := range vars {
+				v.Set(make([]byte, size))
+			}
+			for _, v := range vars {
+				if got, _ := v.Get(); len(got) != size { // fills the cache
+					t.Error("Get after Set")
+				}
+			}
+			return nil
+		})
+		close(ready)
+		<-release
+	}()
+	<-ready
+	growth := int64(heapInUse()) - int64(before)
+	close(release)
+	<-done
+	t.Logf("heap growth while the goroutine waits after Run: %d KiB (the context held %d KiB)", growth>>10, nvars*size>>10)
+	assert.Less(t, growth, int64(nvars*size/4), "the goroutine's state keeps no trie of a context it left")
 }

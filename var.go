@@ -40,52 +40,6 @@ type Var[T any] struct {
 	hasDef bool
 }
 
-// varCore is the type-independent part of a Var: its identity as a trie key.
-// Its address is the key; it is never copied after NewVar returns.
-type varCore struct {
-	hash uint64 // fixed at creation; see nextHash
-	name string
-
-	// info is set by NewVar, or by the first Set of a zero Var (Var.info).
-	// Bindings of the var exist only after it.
-	info atomic.Pointer[varInfo]
-}
-
-// varInfo is what the type-independent code needs to know of a Var[T].
-type varInfo struct {
-	key Key // the *Var[T] whose core this is
-
-	// pointerFree reports that T holds no pointers, so that a binding
-	// and its token can share an allocation; see Var.Set.
-	pointerFree bool
-}
-
-// newInfo returns the info of a var of type T.
-func newInfo[T any](v *Var[T]) *varInfo {
-	return &varInfo{key: v, pointerFree: !hasPointers(reflect.TypeFor[T]())}
-}
-
-// hasPointers reports whether values of type t hold pointers (and so may
-// keep other memory alive).
-func hasPointers(t reflect.Type) bool {
-	switch t.Kind() {
-	case reflect.Array:
-		return t.Len() > 0 && hasPointers(t.Elem())
-	case reflect.Struct:
-		for i := range t.NumField() {
-			if hasPointers(t.Field(i).Type) {
-				return true
-			}
-		}
-		return false
-	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
-		reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128:
-		return false
-	}
-	return true // pointers, strings, slices, maps, chans, funcs, interfaces
-}
-
 // NewVar returns a new var named name with no default: [Var.Get] reports
 // ok=false until the var is set in the current context. It is Python's
 // ContextVar(name).
@@ -102,21 +56,6 @@ func NewVarWithDefault[T any](name string, def T) *Var[T] {
 	v := &Var[T]{def: def, hasDef: true}
 	v.init(name)
 	return v
-}
-
-// info returns v's info, making it at a zero Var's first Set.
-func (v *Var[T]) info() *varInfo {
-	if i := v.c.info.Load(); i != nil {
-		return i
-	}
-	v.c.info.CompareAndSwap(nil, newInfo(v))
-	return v.c.info.Load()
-}
-
-// init gives a new var its hash, name and info.
-func (v *Var[T]) init(name string) {
-	v.c.hash, v.c.name = nextHash(), name
-	v.c.info.Store(newInfo(v))
 }
 
 // Name returns the name v was made with (ContextVar.name).
@@ -299,12 +238,6 @@ func (v *Var[T]) Reset(t *Token[T]) error {
 	return nil
 }
 
-// tokenError returns CPython's message for a refused Reset, wrapping
-// sentinel.
-func tokenError(sentinel error, t fmt.Stringer, what string) error {
-	return &cvError{sentinel, "contextvars: " + t.String() + " " + what}
-}
-
 // String returns a description of v in the form of Python's repr:
 // <ContextVar name="v" default=1 at 0xc000010000>. A default that refers back
 // to v (a slice holding v, say) prints as "...", as in Python.
@@ -321,6 +254,27 @@ func (v *Var[T]) String() string {
 		leave()
 	}
 	return fmt.Sprintf("<ContextVar name=%q default=%s at %p>", v.c.name, def, v)
+}
+
+// info returns v's info, making it at a zero Var's first Set.
+func (v *Var[T]) info() *varInfo {
+	if i := v.c.info.Load(); i != nil {
+		return i
+	}
+	v.c.info.CompareAndSwap(nil, newInfo(v))
+	return v.c.info.Load()
+}
+
+// init gives a new var its hash, name and info.
+func (v *Var[T]) init(name string) {
+	v.c.hash, v.c.name = nextHash(), name
+	v.c.info.Store(newInfo(v))
+}
+
+// tokenError returns CPython's message for a refused Reset, wrapping
+// sentinel.
+func tokenError(sentinel error, t fmt.Stringer, what string) error {
+	return &cvError{sentinel, "contextvars: " + t.String() + " " + what}
 }
 
 // core returns v's key identity, or nil for a nil *Var.
@@ -363,6 +317,52 @@ func enterRepr(v *varCore) (leave func(), ok bool) {
 		delete(reprs.active, k)
 		reprs.Unlock()
 	}, true
+}
+
+// varCore is the type-independent part of a Var: its identity as a trie key.
+// Its address is the key; it is never copied after NewVar returns.
+type varCore struct {
+	hash uint64 // fixed at creation; see nextHash
+	name string
+
+	// info is set by NewVar, or by the first Set of a zero Var (Var.info).
+	// Bindings of the var exist only after it.
+	info atomic.Pointer[varInfo]
+}
+
+// varInfo is what the type-independent code needs to know of a Var[T].
+type varInfo struct {
+	key Key // the *Var[T] whose core this is
+
+	// pointerFree reports that T holds no pointers, so that a binding
+	// and its token can share an allocation; see Var.Set.
+	pointerFree bool
+}
+
+// newInfo returns the info of a var of type T.
+func newInfo[T any](v *Var[T]) *varInfo {
+	return &varInfo{key: v, pointerFree: !hasPointers(reflect.TypeFor[T]())}
+}
+
+// hasPointers reports whether values of type t hold pointers (and so may
+// keep other memory alive).
+func hasPointers(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Array:
+		return t.Len() > 0 && hasPointers(t.Elem())
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if hasPointers(t.Field(i).Type) {
+				return true
+			}
+		}
+		return false
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+		reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128:
+		return false
+	}
+	return true // pointers, strings, slices, maps, chans, funcs, interfaces
 }
 
 // hashSeq counts the vars made so far; nextHash mixes it into a hash.
