@@ -17,18 +17,20 @@ package contextvars
 // counter run through the SplitMix64 finalizer (see var.go). The finalizer is
 // a bijection on uint64, so two vars made by NewVar never share a hash and the
 // trie needs no collision handling in practice. It is not the var's name (two
-// vars may share a name and must stay distinct) nor its address (Go may move
-// nothing today, but a hash that changed with the address would break the
-// trie). Collision nodes still exist, for zero Vars (hash 0) and for the
+// vars may share a name and must stay distinct) nor its address (Go's
+// collector moves no objects today, but a hash tied to an address would break
+// the trie if it ever did). Collision nodes still exist, for zero Vars (hash 0) and for the
 // tests, which force all-zero and few-bit hashes to exercise them.
 //
 // # Node kinds
 //
-// There is one Go type, node, so that a Context can publish its root with a
-// single atomic.Pointer; its fields say which kind a node is:
+// There is one Go type, node, so that a Context can publish its root as one
+// atomic pointer (rootptr.go) and a lookup needs no type switch; its fields
+// say which kind a node is:
 //
 //	leaf       key != nil. One binding: key and the *binding[T] that
 //	           holds the value (entry), in which the leaf is embedded.
+//	           size is a mark that Var.Set may set before publishing it.
 //	bitmap     key == nil, bitmap != 0. Up to 32 children, one per 5-bit
 //	           chunk of the hash at this level; children are stored densely
 //	           and found by popcount of the bitmap bits below the chunk's bit.
