@@ -108,22 +108,14 @@ func (c *Context) Len() int {
 
 // Contains reports whether c holds a value for key: Python's `var in ctx`.
 func (c *Context) Contains(key Key) bool {
-	_, ok := c.Get(key)
-	return ok
+	return c.leaf(key) != nil
 }
 
 // Get returns the value of key in c, ignoring the var's default. The ok
 // result is false if c holds no value for key, where Python's ctx[var]
 // raises KeyError and ctx.get(var) returns None. [Var.In] is the typed form.
 func (c *Context) Get(key Key) (any, bool) {
-	if c == nil || key == nil {
-		return nil, false
-	}
-	k := key.core()
-	if k == nil {
-		return nil, false
-	}
-	if l := c.root.Load().get(k); l != nil {
+	if l := c.leaf(key); l != nil {
 		return l.entry.value(), true
 	}
 	return nil, false
@@ -168,6 +160,19 @@ func (c *Context) String() string {
 		return "<Context 1 var>"
 	}
 	return fmt.Sprintf("<Context %d vars>", n)
+}
+
+// leaf returns the leaf bound to key in c, or nil; nil also for a nil c or
+// key.
+func (c *Context) leaf(key Key) *node {
+	if c == nil || key == nil {
+		return nil
+	}
+	k := key.core()
+	if k == nil {
+		return nil
+	}
+	return c.root.Load().get(k)
 }
 
 // snapshot returns c's trie as it is now; nil for a nil c.

@@ -94,9 +94,6 @@ type entry interface {
 	value() any
 }
 
-// isLeaf reports whether n is a leaf.
-func (n *node) isLeaf() bool { return n.key != nil }
-
 // hash returns the hash shared by every key beneath a leaf or collision node.
 func (n *node) hash() uint64 {
 	if n.key != nil {
