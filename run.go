@@ -86,13 +86,7 @@ import (
 // caller's own recover. It is restored too when fn calls runtime.Goexit,
 // since the goroutine's deferred calls, which may read vars, still run.
 func (c *Context) Run(fn func() error) error {
-	if c == nil {
-		return errNilContext
-	}
-	if fn == nil {
-		return errNilFunc
-	}
-	gs, prev, err := c.enter()
+	gs, prev, err := c.begin(fn == nil)
 	if err != nil {
 		return err
 	}
@@ -107,15 +101,9 @@ func (c *Context) Run(fn func() error) error {
 // c as the calling goroutine's current context and returns fn's results.
 // It is Python's ctx.run(callable) with a return value.
 func Call[T any](c *Context, fn func() (T, error)) (T, error) {
-	var zero T
-	if c == nil {
-		return zero, errNilContext
-	}
-	if fn == nil {
-		return zero, errNilFunc
-	}
-	gs, prev, err := c.enter()
+	gs, prev, err := c.begin(fn == nil)
 	if err != nil {
+		var zero T
 		return zero, err
 	}
 	done := false
@@ -123,6 +111,17 @@ func Call[T any](c *Context, fn func() (T, error)) (T, error) {
 	r, err := fn()
 	done = true
 	return r, err
+}
+
+// begin checks the arguments of Run and Call, then enters c.
+func (c *Context) begin(nilFunc bool) (gs *gstate, prev *Context, err error) {
+	if c == nil {
+		return nil, nil, errNilContext
+	}
+	if nilFunc {
+		return nil, nil, errNilFunc
+	}
+	return c.enter()
 }
 
 // enter makes c the calling goroutine's current context and returns the
