@@ -8,8 +8,9 @@ package contextvars
 //
 // Copying a map is O(1): two contexts share one root pointer. get, set and
 // delete are O(log32 n); a set or delete copies the one root-to-leaf path it
-// changes and shares everything else with the old version. Len is O(1): every
-// inner node records how many leaves lie beneath it.
+// changes and shares everything else with the old version. A map of up to
+// flatMax vars is a single flat node, so a set in it copies one node. Len is
+// O(1): every inner node records how many leaves lie beneath it.
 //
 // # Hashes
 //
@@ -34,8 +35,10 @@ package contextvars
 //	bitmap     key == nil, bitmap != 0. Up to 32 children, one per 5-bit
 //	           chunk of the hash at this level; children are stored densely
 //	           and found by popcount of the bitmap bits below the chunk's bit.
-//	collision  key == nil, bitmap == 0. Two or more leaves with one hash,
-//	           searched linearly.
+//	list       key == nil, bitmap == 0. Two or more leaves, searched
+//	           linearly: at the root, up to flatMax leaves of any hashes
+//	           (a flat root); anywhere, any number with one hash (a
+//	           collision node).
 //
 // A leaf or collision node may sit at any depth: a lookup that reaches one
 // compares keys instead of following hash bits further. A bitmap node is only
@@ -70,6 +73,13 @@ const (
 	// maxShift is the first shift with no hash bits left. Two different
 	// hashes always differ at some shift below it.
 	maxShift = 64
+	// flatMax is the most vars a root holds as a flat list (see setFlat),
+	// CPython's bound for its small bitmap nodes. Most contexts hold a few
+	// vars; in a trie, 10 vars with random hashes share a 5-bit chunk at
+	// the root more often than not, so a Set copies two levels: 2 or 3
+	// allocations, where a flat root always takes 2 (BenchmarkVarSet,
+	// vars=10). A lookup scans at most 16 pointers in one node.
+	flatMax = 16
 )
 
 // node is a leaf, bitmap or collision node; see the file comment.
@@ -160,6 +170,54 @@ func (n *node) find(k *varCore) *node {
 // l is not changed; other maps may hold it too (Var.Reset puts back a leaf
 // that older maps hold).
 func (n *node) set(l *node, shift uint) (root, replaced *node) {
+	if shift == 0 && n != nil && n.bitmap == 0 {
+		return n.setFlat(l)
+	}
+	return n.setHashed(l, shift)
+}
+
+// setFlat is set for a root that is a leaf or a list: a context of up to
+// flatMax vars is one flat list, whatever their hashes, so that a Set in it
+// copies one small node, never a path of two or three.
+func (n *node) setFlat(l *node) (root, replaced *node) {
+	if n.key != nil {
+		if n.key == l.key {
+			return l, n
+		}
+		c := newInner(0, 2, 2)
+		c.kids[0], c.kids[1] = n, l
+		return c, nil
+	}
+	for i, old := range n.kids {
+		if old.key == l.key {
+			return n.cloneWith(i, l, 0), old
+		}
+	}
+	if len(n.kids) < flatMax || n.allHash(l.key.hash) {
+		return n.cloneInsert(len(n.kids), l, 0), nil
+	}
+	// One var too many for a flat root: rebuild it as a trie.
+	var t *node
+	for _, k := range n.kids {
+		t, _ = t.setHashed(k, 0)
+	}
+	t, _ = t.setHashed(l, 0)
+	return t, nil
+}
+
+// allHash reports whether every leaf of list node n has hash h.
+func (n *node) allHash(h uint64) bool {
+	for _, k := range n.kids {
+		if k.key.hash != h {
+			return false
+		}
+	}
+	return true
+}
+
+// setHashed is set below a flat root, and for roots of more than flatMax
+// vars: the hash array mapped trie proper.
+func (n *node) setHashed(l *node, shift uint) (root, replaced *node) {
 	if n == nil {
 		return l, nil
 	}
@@ -189,7 +247,7 @@ func (n *node) set(l *node, shift uint) (root, replaced *node) {
 	if n.bitmap&bit == 0 {
 		return n.cloneInsert(i, l, bit), nil
 	}
-	kid, replaced := n.kids[i].set(l, shift+bitsPerLevel)
+	kid, replaced := n.kids[i].setHashed(l, shift+bitsPerLevel)
 	grew := int32(1)
 	if replaced != nil {
 		grew = 0

@@ -71,10 +71,13 @@ func validate(t *testing.T, n *node, shift uint, prefix uint64) int {
 		return 1
 	case n.bitmap == 0:
 		if len(n.kids) < 2 {
-			t.Fatalf("collision node with %d leaves", len(n.kids))
+			t.Fatalf("list node with %d leaves", len(n.kids))
 		}
+		// A flat root holds up to flatMax leaves of any hashes; any other
+		// list is a collision node, all of one hash.
+		flat := shift == 0 && len(n.kids) <= flatMax
 		for _, l := range n.kids {
-			if l.key == nil || l.key.hash != n.kids[0].key.hash {
+			if l.key == nil || !flat && l.key.hash != n.kids[0].key.hash {
 				t.Fatalf("collision node holds a non-leaf or two hashes")
 			}
 		}
@@ -82,7 +85,7 @@ func validate(t *testing.T, n *node, shift uint, prefix uint64) int {
 			t.Fatalf("collision node on the wrong path")
 		}
 		if int(n.size) != len(n.kids) {
-			t.Fatalf("collision node size %d, %d leaves", n.size, len(n.kids))
+			t.Fatalf("list node size %d, %d leaves", n.size, len(n.kids))
 		}
 		return len(n.kids)
 	}
@@ -277,7 +280,7 @@ func TestHAMT_stress(t *testing.T) {
 
 // TestHAMT_collisionDeepest is CPython's test_hamt_collision_3 ("Test that
 // iteration works with the deepest tree possible", CPython issue 93065),
-// for 64-bit hashes. Keys a and b differ only in the last hash bit, c shares
+// for 64-bit hashes, in the trie below a flat root (setHashed). Keys a and b differ only in the last hash bit, c shares
 // a's hash:
 //
 //	bitmap(0) -> bitmap(0) -> ... 12 levels ... -> bitmap{0: collision(a, c), 1: b}
@@ -288,7 +291,7 @@ func TestHAMT_collisionDeepest(t *testing.T) {
 	c := &varCore{hash: 0}
 	var root *node
 	for i, k := range []*varCore{a, b, c} {
-		root, _ = root.set(leafOf(k, i), 0)
+		root, _ = root.setHashed(leafOf(k, i), 0)
 	}
 	validate(t, root, 0, 0)
 	depth := 0
@@ -311,7 +314,8 @@ func TestHAMT_collisionDeepest(t *testing.T) {
 }
 
 // TestHAMT_shapes ports test_hamt_basics and the hand-drawn cases of
-// HamtTest: a two-level tree and its collapse on delete.
+// HamtTest: a two-level tree and its collapse on delete, in the trie below a
+// flat root (setHashed).
 //
 //	hashes 0b00001, 0b00010, 0b100001 (= 1 | 1<<5):
 //	bitmap{1: bitmap{0: k1, 1: k3}, 2: k2}
@@ -320,11 +324,11 @@ func TestHAMT_shapes(t *testing.T) {
 	k2 := &varCore{hash: 0b10}
 	k3 := &varCore{hash: 0b1 | 1<<5}
 	var root *node
-	root, _ = root.set(leafOf(k1, 1), 0)
+	root, _ = root.setHashed(leafOf(k1, 1), 0)
 	assert.Same(t, k1, root.key, "one key: the root is its leaf")
-	root, _ = root.set(leafOf(k2, 2), 0)
+	root, _ = root.setHashed(leafOf(k2, 2), 0)
 	assert.Equal(t, uint32(0b110), root.bitmap)
-	root, _ = root.set(leafOf(k3, 3), 0)
+	root, _ = root.setHashed(leafOf(k3, 3), 0)
 	validate(t, root, 0, 0)
 	require.Equal(t, uint32(0b110), root.bitmap)
 	sub := root.kids[0]
@@ -348,4 +352,54 @@ func TestHAMT_shapes(t *testing.T) {
 	var empty *node
 	assert.Nil(t, empty.get(k1))
 	assert.True(t, empty.walk(func(*node) bool { return false }))
+}
+
+// TestHAMT_flatRoot checks the flat root: up to flatMax vars of any hashes
+// in one list, a trie from one more on, and a collision root of any size.
+func TestHAMT_flatRoot(t *testing.T) {
+	keys := keyset(flatMax+1, func(int) uint64 { return nextHash() })
+	var root *node
+	for i, k := range keys[:flatMax] {
+		root, _ = root.set(leafOf(k, i), 0)
+		validate(t, root, 0, 0)
+		if i > 0 {
+			require.Zero(t, root.bitmap, "%d vars: a flat root", i+1)
+			require.Len(t, root.kids, i+1)
+		}
+	}
+	flat := root
+	replaced, old := flat.set(leafOf(keys[3], 33), 0)
+	assert.Equal(t, 3, valueOf(old))
+	assert.Len(t, replaced.kids, flatMax, "a replace stays flat")
+
+	root, _ = flat.set(leafOf(keys[flatMax], flatMax), 0)
+	validate(t, root, 0, 0)
+	assert.NotZero(t, root.bitmap, "one var more: a trie")
+	assert.Equal(t, flatMax+1, root.len())
+	for i, k := range keys {
+		require.Equal(t, i, valueOf(root.get(k)), "get %d after the rebuild", i)
+	}
+	assert.Len(t, flat.kids, flatMax, "the flat version is unchanged")
+
+	// Deleting from a flat root keeps it flat, down to a lone leaf.
+	for i, k := range keys[:flatMax-1] {
+		flat, _ = flat.delete(k, 0)
+		validate(t, flat, 0, 0)
+		assert.Equal(t, flatMax-1-i, flat.len())
+	}
+	assert.Same(t, keys[flatMax-1], flat.key)
+
+	// Vars of one hash (zero Vars) stay one list, however many.
+	same := keyset(3*flatMax, func(int) uint64 { return 0 })
+	root = nil
+	for i, k := range same {
+		root, _ = root.set(leafOf(k, i), 0)
+	}
+	validate(t, root, 0, 0)
+	assert.Len(t, root.kids, 3*flatMax)
+	other := &varCore{hash: 1}
+	root, _ = root.set(leafOf(other, -1), 0)
+	validate(t, root, 0, 0)
+	assert.NotZero(t, root.bitmap, "a var of another hash makes a trie")
+	assert.Equal(t, -1, valueOf(root.get(other)))
 }
