@@ -62,10 +62,11 @@
 // Var.Get and Context.Run take no lock and allocate nothing. Var.Set
 // allocates its token and the new binding, one allocation for both where T
 // holds no pointers, plus one node per trie level it copies: none for a
-// context's only var, one for up to about 32 vars, two or three for a
-// thousand. A context keeps only its current values alive: a value that was
-// replaced is garbage once its token is. Goroutine identity comes from github.com/petermattis/goid;
-// the package uses no go:linkname and leaves runtime/pprof labels alone.
+// context's only var, one for up to 16 vars, two or three for a thousand. A
+// context keeps only its current values alive: a value that was replaced is
+// garbage once its token is. Goroutine identity comes from
+// github.com/petermattis/goid; the package uses no go:linkname and leaves
+// runtime/pprof labels alone.
 //
 // # Errors
 //
