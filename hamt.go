@@ -180,6 +180,21 @@ func (n *node) set(l *node, shift uint) (root, replaced *node) {
 // flatMax vars is one flat list, whatever their hashes, so that a Set in it
 // copies one small node, never a path of two or three.
 func (n *node) setFlat(l *node) (root, replaced *node) {
+	if n.key != nil || len(n.kids) < flatMax || n.allHash(l.key.hash) || n.holds(l.key) {
+		return n.setList(l)
+	}
+	// One var too many for a flat root: rebuild it as a trie.
+	var t *node
+	for _, k := range n.kids {
+		t, _ = t.setHashed(k, 0)
+	}
+	t, _ = t.setHashed(l, 0)
+	return t, nil
+}
+
+// setList returns leaf or list node n with leaf l in it, replacing the leaf
+// with l's key or else adding l, and the leaf it replaced (nil if none).
+func (n *node) setList(l *node) (root, replaced *node) {
 	if n.key != nil {
 		if n.key == l.key {
 			return l, n
@@ -193,16 +208,17 @@ func (n *node) setFlat(l *node) (root, replaced *node) {
 			return n.cloneWith(i, l, 0), old
 		}
 	}
-	if len(n.kids) < flatMax || n.allHash(l.key.hash) {
-		return n.cloneInsert(len(n.kids), l, 0), nil
+	return n.cloneInsert(len(n.kids), l, 0), nil
+}
+
+// holds reports whether list node n has a leaf for k.
+func (n *node) holds(k *varCore) bool {
+	for _, l := range n.kids {
+		if l.key == k {
+			return true
+		}
 	}
-	// One var too many for a flat root: rebuild it as a trie.
-	var t *node
-	for _, k := range n.kids {
-		t, _ = t.setHashed(k, 0)
-	}
-	t, _ = t.setHashed(l, 0)
-	return t, nil
+	return false
 }
 
 // allHash reports whether every leaf of list node n has hash h.
@@ -226,20 +242,7 @@ func (n *node) setHashed(l *node, shift uint) (root, replaced *node) {
 		if h != l.key.hash {
 			return merge(n, h, l, l.key.hash, shift), nil
 		}
-		if n.key != nil {
-			if n.key == l.key {
-				return l, n
-			}
-			c := newInner(0, 2, 2)
-			c.kids[0], c.kids[1] = n, l
-			return c, nil
-		}
-		for i, old := range n.kids {
-			if old.key == l.key {
-				return n.cloneWith(i, l, 0), old
-			}
-		}
-		return n.cloneInsert(len(n.kids), l, 0), nil
+		return n.setList(l)
 	}
 
 	bit := uint32(1) << ((l.key.hash >> shift) & levelMask)
