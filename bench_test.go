@@ -274,9 +274,11 @@ func BenchmarkContextValue(b *testing.B) {
 	}
 }
 
-// Trie against immutable.Map, on the same number of keys. Our keys are
-// vars' cores with their real hashes; immutable's are ints with its own
-// hasher (it cannot hash pointers without a custom hasher).
+// Trie against immutable.Map, on the same keys: vars' cores with their real
+// hashes, which immutable gets through a Hasher (its hashes are 32 bits: the
+// low half of ours, the bits both tries use first). impl=immutable-int is
+// immutable with int keys and its own int hasher, whose keys need no
+// memory of their own, for get and set.
 
 var hamtSizes = []int{10, 1000, 100000}
 
@@ -290,7 +292,23 @@ func trieOf(n int) (*node, []*varCore) {
 	return root, keys
 }
 
-func immutableOf(n int) *immutable.Map[int, int] {
+// coreHasher hashes vars' cores for immutable.Map.
+type coreHasher struct{}
+
+func (coreHasher) Hash(k *varCore) uint32   { return uint32(k.hash) }
+func (coreHasher) Equal(a, b *varCore) bool { return a == b }
+
+// immutableOf returns an immutable.Map binding keys[i] to i.
+func immutableOf(keys []*varCore) *immutable.Map[*varCore, int] {
+	b := immutable.NewMapBuilder[*varCore, int](coreHasher{})
+	for i, k := range keys {
+		b.Set(k, i)
+	}
+	return b.Map()
+}
+
+// immutableIntOf returns an immutable.Map binding i to i for i < n.
+func immutableIntOf(n int) *immutable.Map[int, int] {
 	b := immutable.NewMapBuilder[int, int](nil)
 	for i := range n {
 		b.Set(i, i)
@@ -298,19 +316,37 @@ func immutableOf(n int) *immutable.Map[int, int] {
 	return b.Map()
 }
 
-// byImpl runs ours and immutable's bodies as impl=ours/size=N and
-// impl=immutable/size=N.
-func byImpl(b *testing.B, ours func(b *testing.B, root *node, keys []*varCore), theirs func(b *testing.B, m *immutable.Map[int, int], n int)) {
+// byImpl runs ours, immutable's and (if not nil) immutable-int's bodies as
+// impl=ours/size=N, impl=immutable/size=N and impl=immutable-int/size=N.
+// Each structure is built just before its benchmark, so that the garbage
+// collector of one does not mark the other's.
+func byImpl(b *testing.B,
+	ours func(b *testing.B, root *node, keys []*varCore),
+	theirs func(b *testing.B, m *immutable.Map[*varCore, int], keys []*varCore),
+	theirsInt func(b *testing.B, m *immutable.Map[int, int], n int),
+) {
 	for _, n := range hamtSizes {
-		root, keys := trieOf(n)
 		b.Run(fmt.Sprintf("impl=ours/size=%d", n), func(b *testing.B) {
+			root, keys := trieOf(n)
 			b.ReportAllocs()
+			b.ResetTimer()
 			ours(b, root, keys)
 		})
-		m := immutableOf(n)
 		b.Run(fmt.Sprintf("impl=immutable/size=%d", n), func(b *testing.B) {
+			keys := keyset(n, func(int) uint64 { return nextHash() })
+			m := immutableOf(keys)
 			b.ReportAllocs()
-			theirs(b, m, n)
+			b.ResetTimer()
+			theirs(b, m, keys)
+		})
+		if theirsInt == nil {
+			continue
+		}
+		b.Run(fmt.Sprintf("impl=immutable-int/size=%d", n), func(b *testing.B) {
+			m := immutableIntOf(n)
+			b.ReportAllocs()
+			b.ResetTimer()
+			theirsInt(b, m, n)
 		})
 	}
 }
@@ -320,6 +356,16 @@ func BenchmarkHAMTGet(b *testing.B) {
 		i, s := 0, 0
 		for b.Loop() {
 			s += valueOf(root.get(keys[i]))
+			if i++; i == len(keys) {
+				i = 0
+			}
+		}
+		sinkInt = s
+	}, func(b *testing.B, m *immutable.Map[*varCore, int], keys []*varCore) {
+		i, s := 0, 0
+		for b.Loop() {
+			v, _ := m.Get(keys[i])
+			s += v
 			if i++; i == len(keys) {
 				i = 0
 			}
@@ -351,6 +397,14 @@ func BenchmarkHAMTSet(b *testing.B) {
 				i = 0
 			}
 		}
+	}, func(b *testing.B, m *immutable.Map[*varCore, int], keys []*varCore) {
+		i := 0
+		for b.Loop() {
+			sinkAny = m.Set(keys[i], i+1)
+			if i++; i == len(keys) {
+				i = 0
+			}
+		}
 	}, func(b *testing.B, m *immutable.Map[int, int], n int) {
 		i := 0
 		for b.Loop() {
@@ -372,15 +426,15 @@ func BenchmarkHAMTDelete(b *testing.B) {
 				i = 0
 			}
 		}
-	}, func(b *testing.B, m *immutable.Map[int, int], n int) {
+	}, func(b *testing.B, m *immutable.Map[*varCore, int], keys []*varCore) {
 		i := 0
 		for b.Loop() {
-			sinkAny = m.Delete(i)
-			if i++; i == n {
+			sinkAny = m.Delete(keys[i])
+			if i++; i == len(keys) {
 				i = 0
 			}
 		}
-	})
+	}, nil)
 }
 
 // BenchmarkHAMTIterate is a full walk: ns/op is per walk.
@@ -391,7 +445,7 @@ func BenchmarkHAMTIterate(b *testing.B) {
 			root.walk(func(l *node) bool { s += valueOf(l); return true })
 		}
 		sinkInt = s
-	}, func(b *testing.B, m *immutable.Map[int, int], _ int) {
+	}, func(b *testing.B, m *immutable.Map[*varCore, int], _ []*varCore) {
 		s := 0
 		for b.Loop() {
 			for it := m.Iterator(); !it.Done(); {
@@ -400,5 +454,5 @@ func BenchmarkHAMTIterate(b *testing.B) {
 			}
 		}
 		sinkInt = s
-	})
+	}, nil)
 }

@@ -116,7 +116,7 @@ func (c *Context) Contains(key Key) bool {
 // raises KeyError and ctx.get(var) returns None. [Var.In] is the typed form.
 func (c *Context) Get(key Key) (any, bool) {
 	if l := c.leaf(key); l != nil {
-		return l.entry.value(), true
+		return l.value(), true
 	}
 	return nil, false
 }
@@ -128,7 +128,7 @@ func (c *Context) Get(key Key) (any, bool) {
 func (c *Context) All() iter.Seq2[Key, any] {
 	return func(yield func(Key, any) bool) {
 		c.snapshot().walk(func(l *node) bool {
-			return yield(l.entry.key(), l.entry.value())
+			return yield(l.key.info.Load().key, l.value())
 		})
 	}
 }
@@ -138,7 +138,7 @@ func (c *Context) All() iter.Seq2[Key, any] {
 func (c *Context) Keys() iter.Seq[Key] {
 	return func(yield func(Key) bool) {
 		c.snapshot().walk(func(l *node) bool {
-			return yield(l.entry.key())
+			return yield(l.key.info.Load().key)
 		})
 	}
 }
@@ -148,7 +148,7 @@ func (c *Context) Keys() iter.Seq[Key] {
 func (c *Context) Values() iter.Seq[any] {
 	return func(yield func(any) bool) {
 		c.snapshot().walk(func(l *node) bool {
-			return yield(l.entry.value())
+			return yield(l.value())
 		})
 	}
 }
@@ -182,3 +182,7 @@ func (c *Context) snapshot() *node {
 	}
 	return c.root.Load()
 }
+
+// value returns the value of leaf l, boxed. A var's info is set before any
+// binding of it exists (see varCore).
+func (l *node) value() any { return l.key.info.Load().value(l) }

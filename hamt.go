@@ -27,16 +27,18 @@ package contextvars
 //
 // There is one Go type, node, so that a Context can publish its root as one
 // atomic pointer (rootptr.go) and a lookup needs no type switch; its fields
-// say which kind a node is:
+// say which kind a node is. An inner node's kids are an array that follows
+// it in the same allocation (newInner, kids):
 //
-//	leaf       key != nil. One binding: key and the *binding[T] that
-//	           holds the value (entry), in which the leaf is embedded.
+//	leaf       key != nil. One binding: the first field of the
+//	           binding[T] that holds the value, for the T of the Var
+//	           whose core key is (bindingOf in token.go recovers it).
 //	           size is a mark that Var.Set may set before publishing it.
 //	bitmap     key == nil, bitmap != 0. Up to 32 children, one per 5-bit
 //	           chunk of the hash at this level; children are stored densely
 //	           and found by popcount of the bitmap bits below the chunk's bit.
-//	list       key == nil, bitmap == 0. Two or more leaves, searched
-//	           linearly: at the root, up to flatMax leaves of any hashes
+//	list       key == nil, bitmap == 0. size (two or more) leaves,
+//	           searched linearly: at the root, up to flatMax leaves of any hashes
 //	           (a flat root); anywhere, any number with one hash (a
 //	           collision node).
 //
@@ -63,7 +65,12 @@ package contextvars
 //
 // Phil Bagwell, "Ideal Hash Trees" (2001); CPython's Python/hamt.c.
 
-import "math/bits"
+import (
+	"math/bits"
+	"reflect"
+	"sync"
+	"unsafe"
+)
 
 const (
 	// bitsPerLevel is CPython's choice: 32-way nodes, so a uint32 bitmap
@@ -84,24 +91,44 @@ const (
 
 // node is a leaf, bitmap or collision node; see the file comment.
 //
-// Invariants: a bitmap node has len(kids) == popcount(bitmap) >= 1, and a
-// bitmap node with a single kid has a bitmap node as that kid (a lone leaf or
-// collision node is stored in its parent's slot directly); a collision node
-// holds two or more leaves with equal hashes; size is the number of leaves
-// beneath an inner node. No empty node survives a delete: the empty map is
-// the nil *node.
+// Invariants: a bitmap node has popcount(bitmap) >= 1 kids, and a bitmap
+// node with a single kid has a bitmap node as that kid (a lone leaf or
+// collision node is stored in its parent's slot directly); a list node
+// holds size >= 2 leaves, and a collision node's leaves have equal hashes;
+// size is the number of leaves beneath an inner node. No empty node survives
+// a delete: the empty map is the nil *node.
+//
+// A node is 16 bytes: a leaf holding an int is a 24-byte binding, and an
+// inner node with k kids is 16+8k bytes, one allocation (newInner).
 type node struct {
 	bitmap uint32
 	size   int32    // inner: leaves beneath; leaf: the mark of Var.Set
-	kids   []*node  // bitmap and collision nodes
 	key    *varCore // leaf
-	entry  entry    // leaf: the *binding[T] holding the value
 }
 
-// entry is what a leaf points at: the *binding[T] that embeds it.
-type entry interface {
-	key() Key
-	value() any
+// nkids returns the number of kids of inner node n.
+func (n *node) nkids() int {
+	if n.bitmap != 0 {
+		return bits.OnesCount32(n.bitmap)
+	}
+	return int(n.size) // a list node's kids are its leaves
+}
+
+// kids returns inner node n's kids: the array that follows n in the
+// allocation newInner made, nkids long. Every inner node comes from
+// newInner, and a leaf has no kids, so kids is never called on a leaf.
+func (n *node) kids() []*node {
+	return unsafe.Slice(n.kid0(), n.nkids())
+}
+
+// kid0 returns the address of inner node n's first kid.
+func (n *node) kid0() **node {
+	return (**node)(unsafe.Add(unsafe.Pointer(n), unsafe.Sizeof(node{})))
+}
+
+// kid returns inner node n's kid i, which must exist.
+func (n *node) kid(i int) *node {
+	return *(**node)(unsafe.Add(unsafe.Pointer(n), unsafe.Sizeof(node{})+uintptr(i)*unsafe.Sizeof((*node)(nil))))
 }
 
 // hash returns the hash shared by every key beneath a leaf or collision node.
@@ -109,7 +136,7 @@ func (n *node) hash() uint64 {
 	if n.key != nil {
 		return n.key.hash
 	}
-	return n.kids[0].key.hash
+	return n.kid(0).key.hash
 }
 
 // len returns the number of bindings in the map rooted at n.
@@ -147,7 +174,7 @@ func (n *node) find(k *varCore) *node {
 		if n.bitmap&bit == 0 {
 			return nil
 		}
-		n = n.kids[bits.OnesCount32(n.bitmap&(bit-1))]
+		n = n.kid(bits.OnesCount32(n.bitmap & (bit - 1)))
 		h >>= bitsPerLevel
 	}
 	// n is a leaf or a collision node. A bitmap node's kids are never nil.
@@ -157,7 +184,7 @@ func (n *node) find(k *varCore) *node {
 		}
 		return nil
 	}
-	for _, l := range n.kids {
+	for _, l := range n.kids() {
 		if l.key == k {
 			return l
 		}
@@ -180,12 +207,12 @@ func (n *node) set(l *node, shift uint) (root, replaced *node) {
 // flatMax vars is one flat list, whatever their hashes, so that a Set in it
 // copies one small node, never a path of two or three.
 func (n *node) setFlat(l *node) (root, replaced *node) {
-	if n.key != nil || len(n.kids) < flatMax || n.allHash(l.key.hash) || n.holds(l.key) {
+	if n.key != nil || n.size < flatMax || n.allHash(l.key.hash) || n.holds(l.key) {
 		return n.setList(l)
 	}
 	// One var too many for a flat root: rebuild it as a trie.
 	var t *node
-	for _, k := range n.kids {
+	for _, k := range n.kids() {
 		t, _ = t.setHashed(k, 0)
 	}
 	t, _ = t.setHashed(l, 0)
@@ -200,20 +227,22 @@ func (n *node) setList(l *node) (root, replaced *node) {
 			return l, n
 		}
 		c := newInner(0, 2, 2)
-		c.kids[0], c.kids[1] = n, l
+		kids := c.kids()
+		kids[0], kids[1] = n, l
 		return c, nil
 	}
-	for i, old := range n.kids {
+	kids := n.kids()
+	for i, old := range kids {
 		if old.key == l.key {
 			return n.cloneWith(i, l, 0), old
 		}
 	}
-	return n.cloneInsert(len(n.kids), l, 0), nil
+	return n.cloneInsert(len(kids), l, 0), nil
 }
 
 // holds reports whether list node n has a leaf for k.
 func (n *node) holds(k *varCore) bool {
-	for _, l := range n.kids {
+	for _, l := range n.kids() {
 		if l.key == k {
 			return true
 		}
@@ -223,7 +252,7 @@ func (n *node) holds(k *varCore) bool {
 
 // allHash reports whether every leaf of list node n has hash h.
 func (n *node) allHash(h uint64) bool {
-	for _, k := range n.kids {
+	for _, k := range n.kids() {
 		if k.key.hash != h {
 			return false
 		}
@@ -250,7 +279,7 @@ func (n *node) setHashed(l *node, shift uint) (root, replaced *node) {
 	if n.bitmap&bit == 0 {
 		return n.cloneInsert(i, l, bit), nil
 	}
-	kid, replaced := n.kids[i].setHashed(l, shift+bitsPerLevel)
+	kid, replaced := n.kid(i).setHashed(l, shift+bitsPerLevel)
 	grew := int32(1)
 	if replaced != nil {
 		grew = 0
@@ -265,14 +294,15 @@ func merge(a *node, ha uint64, b *node, hb uint64, shift uint) *node {
 	ia, ib := (ha>>shift)&levelMask, (hb>>shift)&levelMask
 	if ia == ib {
 		c := newInner(1<<ia, size, 1)
-		c.kids[0] = merge(a, ha, b, hb, shift+bitsPerLevel)
+		c.kids()[0] = merge(a, ha, b, hb, shift+bitsPerLevel)
 		return c
 	}
 	c := newInner(1<<ia|1<<ib, size, 2)
+	kids := c.kids()
 	if ia < ib {
-		c.kids[0], c.kids[1] = a, b
+		kids[0], kids[1] = a, b
 	} else {
-		c.kids[0], c.kids[1] = b, a
+		kids[0], kids[1] = b, a
 	}
 	return c
 }
@@ -289,12 +319,13 @@ func (n *node) delete(k *varCore, shift uint) (root, removed *node) {
 		}
 		return n, nil
 	case n.bitmap == 0:
-		for i, l := range n.kids {
+		kids := n.kids()
+		for i, l := range kids {
 			if l.key != k {
 				continue
 			}
-			if len(n.kids) == 2 {
-				return n.kids[1-i], l
+			if len(kids) == 2 {
+				return kids[1-i], l
 			}
 			return n.cloneRemove(i, 0), l
 		}
@@ -306,19 +337,20 @@ func (n *node) delete(k *varCore, shift uint) (root, removed *node) {
 		return n, nil
 	}
 	i := bits.OnesCount32(n.bitmap & (bit - 1))
-	kid, removed := n.kids[i].delete(k, shift+bitsPerLevel)
+	kids := n.kids()
+	kid, removed := kids[i].delete(k, shift+bitsPerLevel)
 	switch {
 	case removed == nil:
 		return n, nil
-	case kid == nil && len(n.kids) == 1:
+	case kid == nil && len(kids) == 1:
 		return nil, removed
-	case kid == nil && len(n.kids) == 2 && n.kids[1-i].bitmap == 0:
+	case kid == nil && len(kids) == 2 && kids[1-i].bitmap == 0:
 		// Keep the invariant: a lone leaf or collision node moves up into
 		// the parent's slot.
-		return n.kids[1-i], removed
+		return kids[1-i], removed
 	case kid == nil:
 		return n.cloneRemove(i, bit), removed
-	case len(n.kids) == 1 && kid.bitmap == 0:
+	case len(kids) == 1 && kid.bitmap == 0:
 		return kid, removed // a lone leaf or collision node moves up
 	}
 	return n.cloneWith(i, kid, -1), removed
@@ -327,28 +359,34 @@ func (n *node) delete(k *varCore, shift uint) (root, removed *node) {
 // cloneWith returns a copy of inner node n with kid in slot i and size
 // changed by grew.
 func (n *node) cloneWith(i int, kid *node, grew int32) *node {
-	c := newInner(n.bitmap, n.size+grew, len(n.kids))
-	copy(c.kids, n.kids)
-	c.kids[i] = kid
+	kids := n.kids()
+	c := newInner(n.bitmap, n.size+grew, len(kids))
+	ckids := c.kids()
+	copy(ckids, kids)
+	ckids[i] = kid
 	return c
 }
 
 // cloneInsert returns a copy of inner node n with leaf l inserted at slot i
 // and bit added to the bitmap (0 for a collision node).
 func (n *node) cloneInsert(i int, l *node, bit uint32) *node {
-	c := newInner(n.bitmap|bit, n.size+1, len(n.kids)+1)
-	copy(c.kids, n.kids[:i])
-	c.kids[i] = l
-	copy(c.kids[i+1:], n.kids[i:])
+	kids := n.kids()
+	c := newInner(n.bitmap|bit, n.size+1, len(kids)+1)
+	ckids := c.kids()
+	copy(ckids, kids[:i])
+	ckids[i] = l
+	copy(ckids[i+1:], kids[i:])
 	return c
 }
 
 // cloneRemove returns a copy of inner node n without slot i, whose one leaf
 // was removed, and without bit in the bitmap (0 for a collision node).
 func (n *node) cloneRemove(i int, bit uint32) *node {
-	c := newInner(n.bitmap&^bit, n.size-1, len(n.kids)-1)
-	copy(c.kids, n.kids[:i])
-	copy(c.kids[i:], n.kids[i+1:])
+	kids := n.kids()
+	c := newInner(n.bitmap&^bit, n.size-1, len(kids)-1)
+	ckids := c.kids()
+	copy(ckids, kids[:i])
+	copy(ckids[i:], kids[i+1:])
 	return c
 }
 
@@ -361,7 +399,7 @@ func (n *node) walk(yield func(*node) bool) bool {
 	if n.key != nil {
 		return yield(n)
 	}
-	for _, k := range n.kids {
+	for _, k := range n.kids() {
 		if !k.walk(yield) {
 			return false
 		}
@@ -369,140 +407,178 @@ func (n *node) walk(yield func(*node) bool) bool {
 	return true
 }
 
-// newInner returns an inner node with nkids nil kids. The node and its kids
-// array are one allocation, so a path copy allocates once per level and a
-// lookup touches one object per level. The array lengths fill Go's size
-// classes exactly (56 bytes of node plus 8 per kid: 64, 80, 96, ... 320
-// bytes), so no allocation carries unused slots beyond one. Only a collision
-// node of more than 32 leaves gets a separate array.
+// newInner returns an inner node with room for nkids kids, all nil, that
+// says (through bitmap and size) it has nkids of them: the caller fills them
+// in before the node is shared. The node and its kids array are one
+// allocation, the array right after the node, where kids finds it; so a path
+// copy allocates once per level and a lookup touches one object per level.
+// The array lengths fill Go's size classes exactly (16 bytes of node plus 8
+// per kid: 24, 32, 48, 64, 80, ... 256 bytes; 272 for a full node, in the
+// 288-byte class), so no allocation carries more than one unused slot. A collision node of more
+// than 32 leaves (zero Vars all hash to 0) gets a type made at run time.
 func newInner(bitmap uint32, size int32, nkids int) *node {
 	var n *node
-	var kids []*node
 	if nkids < len(innerBySize) {
-		n, kids = innerBySize[nkids]()
+		n = innerBySize[nkids]()
 	} else {
-		n, kids = new(node), make([]*node, nkids)
+		n = bigInner(nkids)
 	}
-	n.bitmap, n.size, n.kids = bitmap, size, kids[:nkids:nkids]
+	n.bitmap, n.size = bitmap, size
 	return n
 }
 
 // innerBySize[k] allocates a node with room for k kids.
-var innerBySize = [33]func() (*node, []*node){
+var innerBySize = [33]func() *node{
 	0:  innerAlloc[0],
 	1:  innerAlloc[0],
 	2:  innerAlloc[1],
-	3:  innerAlloc[1],
+	3:  innerAlloc[2],
 	4:  innerAlloc[2],
-	5:  innerAlloc[2],
+	5:  innerAlloc[3],
 	6:  innerAlloc[3],
-	7:  innerAlloc[3],
+	7:  innerAlloc[4],
 	8:  innerAlloc[4],
-	9:  innerAlloc[4],
+	9:  innerAlloc[5],
 	10: innerAlloc[5],
-	11: innerAlloc[5],
+	11: innerAlloc[6],
 	12: innerAlloc[6],
-	13: innerAlloc[6],
+	13: innerAlloc[7],
 	14: innerAlloc[7],
-	15: innerAlloc[7],
+	15: innerAlloc[8],
 	16: innerAlloc[8],
-	17: innerAlloc[8],
+	17: innerAlloc[9],
 	18: innerAlloc[9],
-	19: innerAlloc[9],
+	19: innerAlloc[10],
 	20: innerAlloc[10],
-	21: innerAlloc[10],
+	21: innerAlloc[11],
 	22: innerAlloc[11],
-	23: innerAlloc[11],
+	23: innerAlloc[12],
 	24: innerAlloc[12],
-	25: innerAlloc[12],
+	25: innerAlloc[13],
 	26: innerAlloc[13],
-	27: innerAlloc[13],
-	28: innerAlloc[13],
-	29: innerAlloc[13],
-	30: innerAlloc[14],
-	31: innerAlloc[14],
-	32: innerAlloc[14],
+	27: innerAlloc[14],
+	28: innerAlloc[14],
+	29: innerAlloc[15],
+	30: innerAlloc[15],
+	31: innerAlloc[16],
+	32: innerAlloc[16],
 }
 
 // innerAlloc allocates the node types below, smallest first.
-var innerAlloc = [...]func() (*node, []*node){
-	func() (*node, []*node) { p := new(inner1); return &p.n, p.a[:] },
-	func() (*node, []*node) { p := new(inner3); return &p.n, p.a[:] },
-	func() (*node, []*node) { p := new(inner5); return &p.n, p.a[:] },
-	func() (*node, []*node) { p := new(inner7); return &p.n, p.a[:] },
-	func() (*node, []*node) { p := new(inner9); return &p.n, p.a[:] },
-	func() (*node, []*node) { p := new(inner11); return &p.n, p.a[:] },
-	func() (*node, []*node) { p := new(inner13); return &p.n, p.a[:] },
-	func() (*node, []*node) { p := new(inner15); return &p.n, p.a[:] },
-	func() (*node, []*node) { p := new(inner17); return &p.n, p.a[:] },
-	func() (*node, []*node) { p := new(inner19); return &p.n, p.a[:] },
-	func() (*node, []*node) { p := new(inner21); return &p.n, p.a[:] },
-	func() (*node, []*node) { p := new(inner23); return &p.n, p.a[:] },
-	func() (*node, []*node) { p := new(inner25); return &p.n, p.a[:] },
-	func() (*node, []*node) { p := new(inner29); return &p.n, p.a[:] },
-	func() (*node, []*node) { p := new(inner32); return &p.n, p.a[:] },
+var innerAlloc = [...]func() *node{
+	func() *node { return &new(inner1).n },
+	func() *node { return &new(inner2).n },
+	func() *node { return &new(inner4).n },
+	func() *node { return &new(inner6).n },
+	func() *node { return &new(inner8).n },
+	func() *node { return &new(inner10).n },
+	func() *node { return &new(inner12).n },
+	func() *node { return &new(inner14).n },
+	func() *node { return &new(inner16).n },
+	func() *node { return &new(inner18).n },
+	func() *node { return &new(inner20).n },
+	func() *node { return &new(inner22).n },
+	func() *node { return &new(inner24).n },
+	func() *node { return &new(inner26).n },
+	func() *node { return &new(inner28).n },
+	func() *node { return &new(inner30).n },
+	func() *node { return &new(inner32).n },
 }
 
-// The node types of newInner, by number of kid slots.
+// The node types of newInner, by number of kid slots. Each is a node with
+// its kids array right after it, where kids looks for them: the array
+// starts at offset unsafe.Sizeof(node{}), as init checks.
 type (
 	inner1 struct {
 		n node
 		a [1]*node
 	}
-	inner3 struct {
+	inner2 struct {
 		n node
-		a [3]*node
+		a [2]*node
 	}
-	inner5 struct {
+	inner4 struct {
 		n node
-		a [5]*node
+		a [4]*node
 	}
-	inner7 struct {
+	inner6 struct {
 		n node
-		a [7]*node
+		a [6]*node
 	}
-	inner9 struct {
+	inner8 struct {
 		n node
-		a [9]*node
+		a [8]*node
 	}
-	inner11 struct {
+	inner10 struct {
 		n node
-		a [11]*node
+		a [10]*node
 	}
-	inner13 struct {
+	inner12 struct {
 		n node
-		a [13]*node
+		a [12]*node
 	}
-	inner15 struct {
+	inner14 struct {
 		n node
-		a [15]*node
+		a [14]*node
 	}
-	inner17 struct {
+	inner16 struct {
 		n node
-		a [17]*node
+		a [16]*node
 	}
-	inner19 struct {
+	inner18 struct {
 		n node
-		a [19]*node
+		a [18]*node
 	}
-	inner21 struct {
+	inner20 struct {
 		n node
-		a [21]*node
+		a [20]*node
 	}
-	inner23 struct {
+	inner22 struct {
 		n node
-		a [23]*node
+		a [22]*node
 	}
-	inner25 struct {
+	inner24 struct {
 		n node
-		a [25]*node
+		a [24]*node
 	}
-	inner29 struct {
+	inner26 struct {
 		n node
-		a [29]*node
+		a [26]*node
+	}
+	inner28 struct {
+		n node
+		a [28]*node
+	}
+	inner30 struct {
+		n node
+		a [30]*node
 	}
 	inner32 struct {
 		n node
 		a [32]*node
 	}
 )
+
+func init() {
+	if unsafe.Offsetof(inner1{}.a) != unsafe.Sizeof(node{}) || unsafe.Offsetof(inner32{}.a) != unsafe.Sizeof(node{}) {
+		panic("contextvars: a node's kids do not follow it")
+	}
+}
+
+// bigTypes caches the types bigInner makes, by number of kid slots.
+var bigTypes sync.Map // int -> reflect.Type
+
+// bigInner allocates a node with room for k > 32 kids, for collision nodes
+// of many zero Vars: a struct of a node and a [k']*node, k' the power of two
+// at or above k, with the layout of the innerN types.
+func bigInner(k int) *node {
+	slots := 1 << bits.Len(uint(k-1))
+	t, ok := bigTypes.Load(slots)
+	if !ok {
+		t, _ = bigTypes.LoadOrStore(slots, reflect.StructOf([]reflect.StructField{
+			{Name: "N", Type: reflect.TypeFor[node]()},
+			{Name: "A", Type: reflect.ArrayOf(slots, reflect.TypeFor[*node]())},
+		}))
+	}
+	return (*node)(reflect.New(t.(reflect.Type)).UnsafePointer())
+}

@@ -2,7 +2,6 @@ package contextvars
 
 import (
 	"maps"
-	"math/bits"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -41,11 +40,11 @@ func keyset(n int, hash func(int) uint64) []*varCore {
 // leafOf returns a new leaf binding k to val, as Var.Set makes one.
 func leafOf(k *varCore, val int) *node {
 	b := &binding[int]{val: val}
-	b.leaf = node{key: k, entry: b}
+	b.leaf.key = k
 	return &b.leaf
 }
 
-func valueOf(l *node) int { return l.entry.(*binding[int]).val }
+func valueOf(l *node) int { return bindingOf[int](l).val }
 
 // validate checks every invariant of the node kinds (see hamt.go) in the map
 // rooted at n, at depth shift, where every key has the hash bits prefix
@@ -62,40 +61,35 @@ func validate(t *testing.T, n *node, shift uint, prefix uint64) int {
 	}
 	switch {
 	case n.key != nil:
-		if n.kids != nil {
-			t.Fatalf("leaf has kids")
-		}
 		if n.key.hash&mask != prefix&mask {
 			t.Fatalf("leaf %x on the path of %x at shift %d", n.key.hash, prefix, shift)
 		}
 		return 1
 	case n.bitmap == 0:
-		if len(n.kids) < 2 {
-			t.Fatalf("list node with %d leaves", len(n.kids))
+		// A list node's size is its number of leaves (nkids).
+		kids := n.kids()
+		if len(kids) < 2 {
+			t.Fatalf("list node with %d leaves", len(kids))
 		}
 		// A flat root holds up to flatMax leaves of any hashes; any other
 		// list is a collision node, all of one hash.
-		flat := shift == 0 && len(n.kids) <= flatMax
-		for _, l := range n.kids {
-			if l.key == nil || !flat && l.key.hash != n.kids[0].key.hash {
-				t.Fatalf("collision node holds a non-leaf or two hashes")
+		flat := shift == 0 && len(kids) <= flatMax
+		for _, l := range kids {
+			if l == nil || l.key == nil || !flat && l.key.hash != kids[0].key.hash {
+				t.Fatalf("collision node holds a nil, a non-leaf or two hashes")
 			}
 		}
-		if n.kids[0].key.hash&mask != prefix&mask {
+		if kids[0].key.hash&mask != prefix&mask {
 			t.Fatalf("collision node on the wrong path")
 		}
-		if int(n.size) != len(n.kids) {
-			t.Fatalf("list node size %d, %d leaves", n.size, len(n.kids))
-		}
-		return len(n.kids)
+		return len(kids)
 	}
 	if shift >= maxShift {
 		t.Fatalf("bitmap node below the last level")
 	}
-	if bits.OnesCount32(n.bitmap) != len(n.kids) {
-		t.Fatalf("bitmap %b has %d kids", n.bitmap, len(n.kids))
-	}
-	if len(n.kids) == 1 && n.kids[0].bitmap == 0 {
+	// A bitmap node's kids are popcount(bitmap) (nkids).
+	kids := n.kids()
+	if len(kids) == 1 && kids[0].bitmap == 0 {
 		t.Fatalf("a lone leaf or collision node was not moved up")
 	}
 	total, i := 0, 0
@@ -103,7 +97,10 @@ func validate(t *testing.T, n *node, shift uint, prefix uint64) int {
 		if n.bitmap&(1<<b) == 0 {
 			continue
 		}
-		total += validate(t, n.kids[i], shift+bitsPerLevel, prefix&mask|b<<shift)
+		if kids[i] == nil {
+			t.Fatalf("nil kid")
+		}
+		total += validate(t, kids[i], shift+bitsPerLevel, prefix&mask|b<<shift)
 		i++
 	}
 	if int(n.size) != total {
@@ -295,7 +292,7 @@ func TestHAMT_collisionDeepest(t *testing.T) {
 	}
 	validate(t, root, 0, 0)
 	depth := 0
-	for n := root; n.bitmap != 0; n = n.kids[0] {
+	for n := root; n.bitmap != 0; n = n.kids()[0] {
 		depth++
 	}
 	assert.Equal(t, 13, depth, "bitmap levels down to the collision node")
@@ -331,18 +328,18 @@ func TestHAMT_shapes(t *testing.T) {
 	root, _ = root.setHashed(leafOf(k3, 3), 0)
 	validate(t, root, 0, 0)
 	require.Equal(t, uint32(0b110), root.bitmap)
-	sub := root.kids[0]
+	sub := root.kids()[0]
 	assert.Equal(t, uint32(0b11), sub.bitmap)
-	assert.Same(t, k1, sub.kids[0].key)
-	assert.Same(t, k3, sub.kids[1].key)
-	assert.Same(t, k2, root.kids[1].key)
+	assert.Same(t, k1, sub.kids()[0].key)
+	assert.Same(t, k3, sub.kids()[1].key)
+	assert.Same(t, k2, root.kids()[1].key)
 	assert.Equal(t, 3, root.len())
 
 	// Deleting k3 moves k1 up into the root's slot.
 	after, removed := root.delete(k3, 0)
 	assert.Equal(t, 3, valueOf(removed))
 	validate(t, after, 0, 0)
-	assert.Same(t, k1, after.kids[0].key)
+	assert.Same(t, k1, after.kids()[0].key)
 	assert.Equal(t, 3, root.len(), "the old version is unchanged")
 
 	// Deleting an absent key returns the same root.
@@ -364,13 +361,13 @@ func TestHAMT_flatRoot(t *testing.T) {
 		validate(t, root, 0, 0)
 		if i > 0 {
 			require.Zero(t, root.bitmap, "%d vars: a flat root", i+1)
-			require.Len(t, root.kids, i+1)
+			require.Len(t, root.kids(), i+1)
 		}
 	}
 	flat := root
 	replaced, old := flat.set(leafOf(keys[3], 33), 0)
 	assert.Equal(t, 3, valueOf(old))
-	assert.Len(t, replaced.kids, flatMax, "a replace stays flat")
+	assert.Len(t, replaced.kids(), flatMax, "a replace stays flat")
 
 	root, _ = flat.set(leafOf(keys[flatMax], flatMax), 0)
 	validate(t, root, 0, 0)
@@ -379,7 +376,7 @@ func TestHAMT_flatRoot(t *testing.T) {
 	for i, k := range keys {
 		require.Equal(t, i, valueOf(root.get(k)), "get %d after the rebuild", i)
 	}
-	assert.Len(t, flat.kids, flatMax, "the flat version is unchanged")
+	assert.Len(t, flat.kids(), flatMax, "the flat version is unchanged")
 
 	// Deleting from a flat root keeps it flat, down to a lone leaf.
 	for i, k := range keys[:flatMax-1] {
@@ -396,7 +393,7 @@ func TestHAMT_flatRoot(t *testing.T) {
 		root, _ = root.set(leafOf(k, i), 0)
 	}
 	validate(t, root, 0, 0)
-	assert.Len(t, root.kids, 3*flatMax)
+	assert.Len(t, root.kids(), 3*flatMax)
 	other := &varCore{hash: 1}
 	root, _ = root.set(leafOf(other, -1), 0)
 	validate(t, root, 0, 0)

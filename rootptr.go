@@ -1,7 +1,10 @@
 package contextvars
 
-// This file holds the one use of unsafe in the package: an atomic *node
-// that can also be set with a plain store before it is shared.
+// This file holds an atomic *node that can also be set with a plain store
+// before it is shared. It is one of the three uses of unsafe in the package,
+// each for a layout Go's types cannot state: this one, bindingOf in
+// token.go (a leaf is the first field of its binding) and node.kids in
+// hamt.go (an inner node's kids follow it in its allocation).
 
 import (
 	"sync/atomic"

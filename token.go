@@ -3,6 +3,7 @@ package contextvars
 import (
 	"fmt"
 	"sync/atomic"
+	"unsafe"
 )
 
 // A Token records one [Var.Set] so that [Var.Reset] (or [Token.Reset]) can
@@ -36,14 +37,21 @@ const (
 
 // binding is a trie leaf: a var bound to a value. Var.Set makes one; so does
 // a Reset that restores an old value. It never changes once published.
+//
+// Invariant: leaf is the first field, and every leaf in a trie is the leaf
+// of a binding[T] whose T is that of the Var[T] its key belongs to — only
+// Var[T].Set and Var[T].Reset make leaves, with key &v.c. bindingOf relies
+// on both.
 type binding[T any] struct {
-	leaf node // key: the var's core; entry: this binding
+	leaf node // key: the var's core
 	val  T
 }
 
-// key and value make *binding[T] the entry of the leaf it holds.
-func (b *binding[T]) key() Key   { return b.leaf.key.info.Load().key }
-func (b *binding[T]) value() any { return b.val }
+// bindingOf returns the binding whose leaf l is. l must be a leaf keyed by a
+// Var[T] of this T (see binding); the trie finds it by that key.
+func bindingOf[T any](l *node) *binding[T] {
+	return (*binding[T])(unsafe.Pointer(l))
+}
 
 // Var returns the var whose [Var.Set] made t (Token.var).
 func (t *Token[T]) Var() *Var[T] {

@@ -85,7 +85,7 @@ func (v *Var[T]) Get() (T, bool) {
 		panic(errNilVar)
 	}
 	if l := currentLeaf(&v.c); l != nil {
-		return l.entry.(*binding[T]).val, true
+		return bindingOf[T](l).val, true
 	}
 	return v.def, v.hasDef
 }
@@ -98,7 +98,7 @@ func (v *Var[T]) GetOr(def T) T {
 		panic(errNilVar)
 	}
 	if l := currentLeaf(&v.c); l != nil {
-		return l.entry.(*binding[T]).val
+		return bindingOf[T](l).val
 	}
 	return def
 }
@@ -109,7 +109,7 @@ func (v *Var[T]) GetOr(def T) T {
 func (v *Var[T]) In(c *Context) (T, bool) {
 	if v != nil && c != nil {
 		if l := c.root.Load().get(&v.c); l != nil {
-			return l.entry.(*binding[T]).val, true
+			return bindingOf[T](l).val, true
 		}
 	}
 	var zero T
@@ -152,7 +152,7 @@ func (v *Var[T]) Set(value T) *Token[T] {
 		b, t = new(binding[T]), new(Token[T])
 	}
 	b.val = value
-	b.leaf = node{key: &v.c, entry: b}
+	b.leaf.key = &v.c
 	t.v = v
 	state := c.idFor(gs)
 
@@ -162,7 +162,7 @@ func (v *Var[T]) Set(value T) *Token[T] {
 		root, replaced = replaced.set(root, 0)
 	}
 	if replaced != nil {
-		t.old = replaced.entry.(*binding[T]).val
+		t.old = bindingOf[T](replaced).val
 		state |= tokenHasOld
 		// The token keeps the replaced binding so that Reset can put it
 		// back without allocating. Where token and binding share an
@@ -230,7 +230,7 @@ func (v *Var[T]) Reset(t *Token[T]) error {
 	leaf := t.prev
 	if leaf == nil {
 		b := &binding[T]{val: t.old}
-		b.leaf = node{key: &v.c, entry: b}
+		b.leaf.key = &v.c
 		leaf = &b.leaf
 	}
 	root, _ = root.set(leaf, 0)
@@ -334,6 +334,10 @@ type varCore struct {
 type varInfo struct {
 	key Key // the *Var[T] whose core this is
 
+	// value returns the value of a leaf of the var, boxed: the untyped
+	// reads of Context use it.
+	value func(l *node) any
+
 	// pointerFree reports that T holds no pointers, so that a binding
 	// and its token can share an allocation; see Var.Set.
 	pointerFree bool
@@ -341,7 +345,11 @@ type varInfo struct {
 
 // newInfo returns the info of a var of type T.
 func newInfo[T any](v *Var[T]) *varInfo {
-	return &varInfo{key: v, pointerFree: !hasPointers(reflect.TypeFor[T]())}
+	return &varInfo{
+		key:         v,
+		value:       func(l *node) any { return bindingOf[T](l).val },
+		pointerFree: !hasPointers(reflect.TypeFor[T]()),
+	}
 }
 
 // hasPointers reports whether values of type t hold pointers (and so may
