@@ -107,6 +107,21 @@ func BenchmarkVarSet(b *testing.B) {
 	})
 }
 
+// BenchmarkSetAllocation is the allocation Var.Set of an int makes, alone:
+// the floor under BenchmarkVarSet/vars=1 on the machine at hand.
+func BenchmarkSetAllocation(b *testing.B) {
+	b.ReportAllocs()
+	type setAlloc struct {
+		b binding[int]
+		t Token[int]
+	}
+	var p *setAlloc
+	for b.Loop() {
+		p = new(setAlloc)
+		sinkTok = &p.t
+	}
+}
+
 // BenchmarkVarSetString sets a var of a type that holds pointers: its token
 // and binding are two allocations, so that the trie never keeps the old
 // value alive (see Var.Set).
