@@ -20,8 +20,9 @@ package contextvars
 // trie needs no collision handling in practice. It is not the var's name (two
 // vars may share a name and must stay distinct) nor its address (Go's
 // collector moves no objects today, but a hash tied to an address would break
-// the trie if it ever did). Collision nodes still exist, for zero Vars (hash 0) and for the
-// tests, which force all-zero and few-bit hashes to exercise them.
+// the trie if it ever did). Collision nodes still exist, for zero Vars (hash
+// 0) and for the tests, which force all-zero and few-bit hashes to exercise
+// them.
 //
 // # Node kinds
 //
@@ -38,9 +39,9 @@ package contextvars
 //	           chunk of the hash at this level; children are stored densely
 //	           and found by popcount of the bitmap bits below the chunk's bit.
 //	list       key == nil, bitmap == 0. size (two or more) leaves,
-//	           searched linearly: at the root, up to flatMax leaves of any hashes
-//	           (a flat root); anywhere, any number with one hash (a
-//	           collision node).
+//	           searched linearly: at the root, up to flatMax leaves of
+//	           any hashes (a flat root); anywhere, any number with one
+//	           hash (a collision node).
 //
 // A leaf or collision node may sit at any depth: a lookup that reaches one
 // compares keys instead of following hash bits further. A bitmap node is only
@@ -575,10 +576,14 @@ func bigInner(k int) *node {
 	slots := 1 << bits.Len(uint(k-1))
 	t, ok := bigTypes.Load(slots)
 	if !ok {
-		t, _ = bigTypes.LoadOrStore(slots, reflect.StructOf([]reflect.StructField{
+		st := reflect.StructOf([]reflect.StructField{
 			{Name: "N", Type: reflect.TypeFor[node]()},
 			{Name: "A", Type: reflect.ArrayOf(slots, reflect.TypeFor[*node]())},
-		}))
+		})
+		if st.Field(1).Offset != unsafe.Sizeof(node{}) {
+			panic("contextvars: a node's kids do not follow it")
+		}
+		t, _ = bigTypes.LoadOrStore(slots, st)
 	}
 	return (*node)(reflect.New(t.(reflect.Type)).UnsafePointer())
 }
