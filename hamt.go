@@ -413,10 +413,11 @@ func (n *node) walk(yield func(*node) bool) bool {
 // in before the node is shared. The node and its kids array are one
 // allocation, the array right after the node, where kids finds it; so a path
 // copy allocates once per level and a lookup touches one object per level.
-// The array lengths fill Go's size classes exactly (16 bytes of node plus 8
-// per kid: 24, 32, 48, 64, 80, ... 256 bytes; 272 for a full node, in the
-// 288-byte class), so no allocation carries more than one unused slot. A collision node of more
-// than 32 leaves (zero Vars all hash to 0) gets a type made at run time.
+// The array lengths fill Go's size classes (16 bytes of node plus 8 per
+// kid: 24, 32, 48, 64, 80, ... 256 bytes), so an allocation carries at most
+// one unused slot; nodes of 31 and 32 kids (272 bytes) also leave 16 bytes
+// of their 288-byte class unused. A collision node of more than 32 leaves
+// (zero Vars all hash to 0) gets a type made at run time (bigInner).
 func newInner(bitmap uint32, size int32, nkids int) *node {
 	var n *node
 	if nkids < len(innerBySize) {
