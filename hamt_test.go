@@ -3,6 +3,7 @@ package contextvars
 import (
 	"maps"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -399,4 +400,33 @@ func TestHAMT_flatRoot(t *testing.T) {
 	validate(t, root, 0, 0)
 	assert.NotZero(t, root.bitmap, "a var of another hash makes a trie")
 	assert.Equal(t, -1, valueOf(root.get(other)))
+}
+
+// TestHAMT_nodeLayout checks what node.kids assumes of newInner: every inner
+// node, of any number of kids including bigInner's, has room for them right
+// after it, and the collector sees them there — kids reachable only through
+// the array survive a collection with their keys intact.
+func TestHAMT_nodeLayout(t *testing.T) {
+	for _, k := range []int{1, 2, 3, 5, 16, 17, 29, 31, 32, 33, 40, 64, 65, 200} {
+		keys := keyset(k, func(int) uint64 { return 7 })
+		n := newInner(0, int32(k), k)
+		kids := n.kids()
+		require.Len(t, kids, k)
+		for i := range kids {
+			require.Nil(t, kids[i], "kids of a new node are nil")
+			kids[i] = leafOf(keys[i], i)
+		}
+		keys = nil
+		runtime.GC()
+		runtime.GC()
+		_ = make([]byte, 1<<20) // reuse freed memory, if any was freed
+		for i, l := range n.kids() {
+			require.Equal(t, uint64(7), l.key.hash, "k=%d kid %d", k, i)
+			require.Equal(t, i, valueOf(l), "k=%d kid %d", k, i)
+			require.Same(t, l, n.kid(i))
+		}
+		if k >= 2 {
+			validate(t, n, 0, 7) // a collision node of k leaves
+		}
+	}
 }
