@@ -334,7 +334,7 @@ func immutableIntOf(n int) *immutable.Map[int, int] {
 // byImpl runs ours, immutable's and (if not nil) immutable-int's bodies as
 // impl=ours/size=N, impl=immutable/size=N and impl=immutable-int/size=N.
 // Each structure is built just before its benchmark, so that the garbage
-// collector of one does not mark the other's.
+// collector of one does not mark the other's; b.Loop starts the timer after.
 func byImpl(b *testing.B,
 	ours func(b *testing.B, root *node, keys []*varCore),
 	theirs func(b *testing.B, m *immutable.Map[*varCore, int], keys []*varCore),
@@ -344,14 +344,12 @@ func byImpl(b *testing.B,
 		b.Run(fmt.Sprintf("impl=ours/size=%d", n), func(b *testing.B) {
 			root, keys := trieOf(n)
 			b.ReportAllocs()
-			b.ResetTimer()
 			ours(b, root, keys)
 		})
 		b.Run(fmt.Sprintf("impl=immutable/size=%d", n), func(b *testing.B) {
 			keys := keyset(n, func(int) uint64 { return nextHash() })
 			m := immutableOf(keys)
 			b.ReportAllocs()
-			b.ResetTimer()
 			theirs(b, m, keys)
 		})
 		if theirsInt == nil {
@@ -360,7 +358,6 @@ func byImpl(b *testing.B,
 		b.Run(fmt.Sprintf("impl=immutable-int/size=%d", n), func(b *testing.B) {
 			m := immutableIntOf(n)
 			b.ReportAllocs()
-			b.ResetTimer()
 			theirsInt(b, m, n)
 		})
 	}

@@ -128,7 +128,7 @@ func (c *Context) Get(key Key) (any, bool) {
 func (c *Context) All() iter.Seq2[Key, any] {
 	return func(yield func(Key, any) bool) {
 		c.snapshot().walk(func(l *node) bool {
-			return yield(l.key.info.Load().key, l.value())
+			return yield(l.varKey(), l.value())
 		})
 	}
 }
@@ -138,7 +138,7 @@ func (c *Context) All() iter.Seq2[Key, any] {
 func (c *Context) Keys() iter.Seq[Key] {
 	return func(yield func(Key) bool) {
 		c.snapshot().walk(func(l *node) bool {
-			return yield(l.key.info.Load().key)
+			return yield(l.varKey())
 		})
 	}
 }
@@ -183,6 +183,7 @@ func (c *Context) snapshot() *node {
 	return c.root.Load()
 }
 
-// value returns the value of leaf l, boxed. A var's info is set before any
-// binding of it exists (see varCore).
-func (l *node) value() any { return l.key.info.Load().value(l) }
+// varKey and value return the var and the value, boxed, of leaf l. A var's
+// info is set before any binding of it exists (see varCore).
+func (l *node) varKey() Key { return l.key.info.Load().key }
+func (l *node) value() any  { return l.key.info.Load().value(l) }

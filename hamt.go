@@ -129,7 +129,7 @@ func (n *node) kid0() **node {
 
 // kid returns inner node n's kid i, which must exist.
 func (n *node) kid(i int) *node {
-	return *(**node)(unsafe.Add(unsafe.Pointer(n), unsafe.Sizeof(node{})+uintptr(i)*unsafe.Sizeof((*node)(nil))))
+	return *(**node)(unsafe.Add(unsafe.Pointer(n.kid0()), uintptr(i)*unsafe.Sizeof((*node)(nil))))
 }
 
 // hash returns the hash shared by every key beneath a leaf or collision node.
