@@ -599,7 +599,9 @@ func TestContext_Run_otherGoroutine(t *testing.T) {
 
 // TestContext_concurrentReaders reads a context from several goroutines
 // while its owner sets and resets vars. Under -race this checks the
-// publication of roots; each reader checks that it sees a complete state.
+// publication of roots, and that nothing but Reset touches a token's state
+// (which a binding of an int shares its memory with); each reader checks
+// that it sees a complete state.
 func TestContext_concurrentReaders(t *testing.T) {
 	c := contextvars.New()
 	const nvars = 40
@@ -607,6 +609,10 @@ func TestContext_concurrentReaders(t *testing.T) {
 	for i := range vars {
 		vars[i] = contextvars.NewVar[int](fmt.Sprint("v", i))
 	}
+	// extra is set and reset in each round, while readers hold snapshots
+	// with its binding in them.
+	extra := contextvars.NewVar[int]("extra")
+	require.NoError(t, c.Run(func() error { extra.Set(0); return nil }))
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for range 3 {
@@ -624,7 +630,7 @@ func TestContext_concurrentReaders(t *testing.T) {
 				for range c.All() {
 					n++
 				}
-				assert.LessOrEqual(t, n, nvars)
+				assert.LessOrEqual(t, n, nvars+1)
 				snap := c.Copy()
 				assert.Equal(t, snap.Len(), len(slices.Collect(snap.Keys())), "Len agrees with the walk of one snapshot")
 				first, _ := vars[0].In(snap)
@@ -633,20 +639,28 @@ func TestContext_concurrentReaders(t *testing.T) {
 						assert.True(t, got == first || got == first-1, "torn state: %d beside %d", got, first)
 					}
 				}
+				// A Set in a copy walks the shared trie too.
+				assert.NoError(t, snap.Run(func() error { vars[0].Set(-1); return nil }))
 			}
 		})
 	}
 	require.NoError(t, c.Run(func() error {
 		for round := 1; round <= 200; round++ {
+			tok := extra.Set(round)
 			for _, v := range vars {
 				v.Set(round)
+			}
+			if err := extra.Reset(tok); err != nil {
+				return err
 			}
 		}
 		return nil
 	}))
 	close(stop)
 	wg.Wait()
-	assert.Equal(t, nvars, c.Len())
+	assert.Equal(t, nvars+1, c.Len())
+	got, _ := extra.In(c)
+	assert.Equal(t, 0, got, "every Set of extra was reset")
 }
 
 // TestNew_isolatedFromCaller checks that New and CopyContext do not share

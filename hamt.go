@@ -34,7 +34,7 @@ package contextvars
 //	leaf       key != nil. One binding: the first field of the
 //	           binding[T] that holds the value, for the T of the Var
 //	           whose core key is (bindingOf in token.go recovers it).
-//	           size is a mark that Var.Set may set before publishing it.
+//	           Its word is its token's state, not the trie's.
 //	bitmap     key == nil, bitmap != 0. Up to 32 children, one per 5-bit
 //	           chunk of the hash at this level; children are stored densely
 //	           and found by popcount of the bitmap bits below the chunk's bit.
@@ -102,17 +102,31 @@ const (
 // A node is 16 bytes: a leaf holding an int is a 24-byte binding, and an
 // inner node with k kids is 16+8k bytes, one allocation (newInner).
 type node struct {
-	bitmap uint32
-	size   int32    // inner: leaves beneath; leaf: the mark of Var.Set
-	key    *varCore // leaf
+	// word is an inner node's bitmap (low 32 bits) and size (high 32
+	// bits); see bitmap and size. A leaf's word is not the trie's: it is
+	// the state of the token the leaf belongs to (see Token), which
+	// Var.Reset changes atomically while other goroutines read the trie.
+	// So code tells a leaf by its key, and never reads a leaf's word.
+	word uint64
+	key  *varCore // leaf
 }
+
+// bitmap returns inner node n's bitmap: 0 for a list node.
+func (n *node) bitmap() uint32 { return uint32(n.word) }
+
+// size returns inner node n's number of leaves beneath it.
+func (n *node) size() int32 { return int32(n.word >> 32) }
+
+// isBitmap reports whether n is a bitmap node (rather than a leaf or a list
+// node).
+func (n *node) isBitmap() bool { return n.key == nil && n.bitmap() != 0 }
 
 // nkids returns the number of kids of inner node n.
 func (n *node) nkids() int {
-	if n.bitmap != 0 {
-		return bits.OnesCount32(n.bitmap)
+	if n.bitmap() != 0 {
+		return bits.OnesCount32(n.bitmap())
 	}
-	return int(n.size) // a list node's kids are its leaves
+	return int(n.size()) // a list node's kids are its leaves
 }
 
 // kids returns inner node n's kids: the array that follows n in the
@@ -148,7 +162,7 @@ func (n *node) len() int {
 	case n.key != nil:
 		return 1
 	}
-	return int(n.size)
+	return int(n.size())
 }
 
 // get returns the leaf bound to k in the map rooted at n, or nil. It is
@@ -170,12 +184,13 @@ func (n *node) get(k *varCore) *node {
 //go:noinline
 func (n *node) find(k *varCore) *node {
 	h := k.hash
-	for n.bitmap != 0 {
+	for n.isBitmap() {
+		bm := n.bitmap()
 		bit := uint32(1) << (h & levelMask)
-		if n.bitmap&bit == 0 {
+		if bm&bit == 0 {
 			return nil
 		}
-		n = n.kid(bits.OnesCount32(n.bitmap & (bit - 1)))
+		n = n.kid(bits.OnesCount32(bm & (bit - 1)))
 		h >>= bitsPerLevel
 	}
 	// n is a leaf or a collision node. A bitmap node's kids are never nil.
@@ -195,10 +210,9 @@ func (n *node) find(k *varCore) *node {
 
 // set returns the map rooted at n with leaf l added, replacing any leaf with
 // l's key, and the leaf it replaced (nil if none). shift is n's depth in bits.
-// l is not changed; other maps may hold it too (Var.Reset puts back a leaf
-// that older maps hold).
+// l is not changed, and may be in other maps already.
 func (n *node) set(l *node, shift uint) (root, replaced *node) {
-	if shift == 0 && n != nil && n.bitmap == 0 {
+	if shift == 0 && n != nil && !n.isBitmap() {
 		return n.setFlat(l)
 	}
 	return n.setHashed(l, shift)
@@ -208,7 +222,7 @@ func (n *node) set(l *node, shift uint) (root, replaced *node) {
 // flatMax vars is one flat list, whatever their hashes, so that a Set in it
 // copies one small node, never a path of two or three.
 func (n *node) setFlat(l *node) (root, replaced *node) {
-	if n.key != nil || n.size < flatMax || n.allHash(l.key.hash) || n.holds(l.key) {
+	if n.key != nil || n.size() < flatMax || n.allHash(l.key.hash) || n.holds(l.key) {
 		return n.setList(l)
 	}
 	// One var too many for a flat root: rebuild it as a trie.
@@ -267,7 +281,7 @@ func (n *node) setHashed(l *node, shift uint) (root, replaced *node) {
 	if n == nil {
 		return l, nil
 	}
-	if n.bitmap == 0 { // leaf or collision node
+	if !n.isBitmap() { // leaf or collision node
 		h := n.hash()
 		if h != l.key.hash {
 			return merge(n, h, l, l.key.hash, shift), nil
@@ -276,8 +290,8 @@ func (n *node) setHashed(l *node, shift uint) (root, replaced *node) {
 	}
 
 	bit := uint32(1) << ((l.key.hash >> shift) & levelMask)
-	i := bits.OnesCount32(n.bitmap & (bit - 1))
-	if n.bitmap&bit == 0 {
+	i := bits.OnesCount32(n.bitmap() & (bit - 1))
+	if n.bitmap()&bit == 0 {
 		return n.cloneInsert(i, l, bit), nil
 	}
 	kid, replaced := n.kid(i).setHashed(l, shift+bitsPerLevel)
@@ -319,7 +333,7 @@ func (n *node) delete(k *varCore, shift uint) (root, removed *node) {
 			return nil, n
 		}
 		return n, nil
-	case n.bitmap == 0:
+	case n.bitmap() == 0:
 		kids := n.kids()
 		for i, l := range kids {
 			if l.key != k {
@@ -334,10 +348,10 @@ func (n *node) delete(k *varCore, shift uint) (root, removed *node) {
 	}
 
 	bit := uint32(1) << ((k.hash >> shift) & levelMask)
-	if n.bitmap&bit == 0 {
+	if n.bitmap()&bit == 0 {
 		return n, nil
 	}
-	i := bits.OnesCount32(n.bitmap & (bit - 1))
+	i := bits.OnesCount32(n.bitmap() & (bit - 1))
 	kids := n.kids()
 	kid, removed := kids[i].delete(k, shift+bitsPerLevel)
 	switch {
@@ -345,13 +359,13 @@ func (n *node) delete(k *varCore, shift uint) (root, removed *node) {
 		return n, nil
 	case kid == nil && len(kids) == 1:
 		return nil, removed
-	case kid == nil && len(kids) == 2 && kids[1-i].bitmap == 0:
+	case kid == nil && len(kids) == 2 && !kids[1-i].isBitmap():
 		// Keep the invariant: a lone leaf or collision node moves up into
 		// the parent's slot.
 		return kids[1-i], removed
 	case kid == nil:
 		return n.cloneRemove(i, bit), removed
-	case len(kids) == 1 && kid.bitmap == 0:
+	case len(kids) == 1 && !kid.isBitmap():
 		return kid, removed // a lone leaf or collision node moves up
 	}
 	return n.cloneWith(i, kid, -1), removed
@@ -361,7 +375,7 @@ func (n *node) delete(k *varCore, shift uint) (root, removed *node) {
 // changed by grew.
 func (n *node) cloneWith(i int, kid *node, grew int32) *node {
 	kids := n.kids()
-	c := newInner(n.bitmap, n.size+grew, len(kids))
+	c := newInner(n.bitmap(), n.size()+grew, len(kids))
 	ckids := c.kids()
 	copy(ckids, kids)
 	ckids[i] = kid
@@ -372,7 +386,7 @@ func (n *node) cloneWith(i int, kid *node, grew int32) *node {
 // and bit added to the bitmap (0 for a collision node).
 func (n *node) cloneInsert(i int, l *node, bit uint32) *node {
 	kids := n.kids()
-	c := newInner(n.bitmap|bit, n.size+1, len(kids)+1)
+	c := newInner(n.bitmap()|bit, n.size()+1, len(kids)+1)
 	ckids := c.kids()
 	copy(ckids, kids[:i])
 	ckids[i] = l
@@ -384,7 +398,7 @@ func (n *node) cloneInsert(i int, l *node, bit uint32) *node {
 // was removed, and without bit in the bitmap (0 for a collision node).
 func (n *node) cloneRemove(i int, bit uint32) *node {
 	kids := n.kids()
-	c := newInner(n.bitmap&^bit, n.size-1, len(kids)-1)
+	c := newInner(n.bitmap()&^bit, n.size()-1, len(kids)-1)
 	ckids := c.kids()
 	copy(ckids, kids[:i])
 	copy(ckids[i:], kids[i+1:])
@@ -425,7 +439,7 @@ func newInner(bitmap uint32, size int32, nkids int) *node {
 	} else {
 		n = bigInner(nkids)
 	}
-	n.bitmap, n.size = bitmap, size
+	n.word = uint64(bitmap) | uint64(uint32(size))<<32
 	return n
 }
 

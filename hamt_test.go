@@ -38,10 +38,12 @@ func keyset(n int, hash func(int) uint64) []*varCore {
 	return ks
 }
 
-// leafOf returns a new leaf binding k to val, as Var.Set makes one.
+// leafOf returns a new leaf binding k to val, as Var.Set makes one. Its word,
+// which in Var.Set's leaves holds the token's state, is set to all ones: the
+// trie must tell a leaf by its key and never read its word (see node).
 func leafOf(k *varCore, val int) *node {
 	b := &binding[int]{val: val}
-	b.leaf.key = k
+	b.leaf.key, b.leaf.word = k, ^uint64(0)
 	return &b.leaf
 }
 
@@ -66,7 +68,7 @@ func validate(t *testing.T, n *node, shift uint, prefix uint64) int {
 			t.Fatalf("leaf %x on the path of %x at shift %d", n.key.hash, prefix, shift)
 		}
 		return 1
-	case n.bitmap == 0:
+	case n.bitmap() == 0:
 		// A list node's size is its number of leaves (nkids).
 		kids := n.kids()
 		if len(kids) < 2 {
@@ -90,12 +92,12 @@ func validate(t *testing.T, n *node, shift uint, prefix uint64) int {
 	}
 	// A bitmap node's kids are popcount(bitmap) (nkids).
 	kids := n.kids()
-	if len(kids) == 1 && kids[0].bitmap == 0 {
+	if len(kids) == 1 && !kids[0].isBitmap() {
 		t.Fatalf("a lone leaf or collision node was not moved up")
 	}
 	total, i := 0, 0
 	for b := uint64(0); b < 32; b++ {
-		if n.bitmap&(1<<b) == 0 {
+		if n.bitmap()&(1<<b) == 0 {
 			continue
 		}
 		if kids[i] == nil {
@@ -104,8 +106,8 @@ func validate(t *testing.T, n *node, shift uint, prefix uint64) int {
 		total += validate(t, kids[i], shift+bitsPerLevel, prefix&mask|b<<shift)
 		i++
 	}
-	if int(n.size) != total {
-		t.Fatalf("bitmap node size %d, %d leaves beneath", n.size, total)
+	if int(n.size()) != total {
+		t.Fatalf("bitmap node size %d, %d leaves beneath", n.size(), total)
 	}
 	return total
 }
@@ -293,7 +295,7 @@ func TestHAMT_collisionDeepest(t *testing.T) {
 	}
 	validate(t, root, 0, 0)
 	depth := 0
-	for n := root; n.bitmap != 0; n = n.kids()[0] {
+	for n := root; n.isBitmap(); n = n.kids()[0] {
 		depth++
 	}
 	assert.Equal(t, 13, depth, "bitmap levels down to the collision node")
@@ -304,7 +306,7 @@ func TestHAMT_collisionDeepest(t *testing.T) {
 
 	root, _ = root.delete(b, 0)
 	validate(t, root, 0, 0)
-	assert.Zero(t, root.bitmap, "with b gone the collision node moves up to the root")
+	assert.Zero(t, root.bitmap(), "with b gone the collision node moves up to the root")
 	root, _ = root.delete(c, 0)
 	assert.Same(t, a, root.key, "with c gone the leaf a is the root")
 	root, _ = root.delete(a, 0)
@@ -325,12 +327,12 @@ func TestHAMT_shapes(t *testing.T) {
 	root, _ = root.setHashed(leafOf(k1, 1), 0)
 	assert.Same(t, k1, root.key, "one key: the root is its leaf")
 	root, _ = root.setHashed(leafOf(k2, 2), 0)
-	assert.Equal(t, uint32(0b110), root.bitmap)
+	assert.Equal(t, uint32(0b110), root.bitmap())
 	root, _ = root.setHashed(leafOf(k3, 3), 0)
 	validate(t, root, 0, 0)
-	require.Equal(t, uint32(0b110), root.bitmap)
+	require.Equal(t, uint32(0b110), root.bitmap())
 	sub := root.kids()[0]
-	assert.Equal(t, uint32(0b11), sub.bitmap)
+	assert.Equal(t, uint32(0b11), sub.bitmap())
 	assert.Same(t, k1, sub.kids()[0].key)
 	assert.Same(t, k3, sub.kids()[1].key)
 	assert.Same(t, k2, root.kids()[1].key)
@@ -361,7 +363,7 @@ func TestHAMT_flatRoot(t *testing.T) {
 		root, _ = root.set(leafOf(k, i), 0)
 		validate(t, root, 0, 0)
 		if i > 0 {
-			require.Zero(t, root.bitmap, "%d vars: a flat root", i+1)
+			require.Zero(t, root.bitmap(), "%d vars: a flat root", i+1)
 			require.Len(t, root.kids(), i+1)
 		}
 	}
@@ -372,7 +374,7 @@ func TestHAMT_flatRoot(t *testing.T) {
 
 	root, _ = flat.set(leafOf(keys[flatMax], flatMax), 0)
 	validate(t, root, 0, 0)
-	assert.NotZero(t, root.bitmap, "one var more: a trie")
+	assert.NotZero(t, root.bitmap(), "one var more: a trie")
 	assert.Equal(t, flatMax+1, root.len())
 	for i, k := range keys {
 		require.Equal(t, i, valueOf(root.get(k)), "get %d after the rebuild", i)
@@ -398,7 +400,7 @@ func TestHAMT_flatRoot(t *testing.T) {
 	other := &varCore{hash: 1}
 	root, _ = root.set(leafOf(other, -1), 0)
 	validate(t, root, 0, 0)
-	assert.NotZero(t, root.bitmap, "a var of another hash makes a trie")
+	assert.NotZero(t, root.bitmap(), "a var of another hash makes a trie")
 	assert.Equal(t, -1, valueOf(root.get(other)))
 }
 

@@ -13,22 +13,23 @@ import (
 // Tokens are made only by Var.Set; a zero Token is refused by Reset with
 // [ErrNilToken]. A Token's methods may be called from any goroutine.
 type Token[T any] struct {
-	v *Var[T]
+	// b is the binding Set made. Where T holds no pointers it is the very
+	// binding Set put into the trie, so that a Set allocates once; else b
+	// has no value and the trie's binding is another allocation, so that a
+	// trie never keeps the token's old value alive (see Var.Set).
+	//
+	// b.leaf.key is the core of the token's var (nil in a zero Token), and
+	// b.leaf.word is the token's state: the id of the context Set ran in
+	// (see Context.state) and the flags tokenHasOld and tokenUsed. Set
+	// writes it before returning the token or publishing the binding;
+	// afterwards it is read and swapped atomically (Token.state), and only
+	// the one Reset that consumes the token changes it, setting tokenUsed.
+	b binding[T]
 
-	// state is the id of the context Set ran in (see Context.state) and
-	// the flags tokenHasOld and tokenUsed. Set writes it before returning
-	// the token; afterwards it is read and swapped atomically, and only the
-	// one Reset that consumes the token changes it, setting tokenUsed.
-	state uint64
-
-	// prev is the leaf of the binding Set replaced, if it may be kept
-	// (see Var.Set): Reset puts it back instead of allocating a new one.
-	prev *node
-
-	old T // the value v had in the context before Set, if tokenHasOld
+	old T // the value the var had in the context before Set, if tokenHasOld
 }
 
-// Flags of Token.state; the bits below them hold a context id.
+// Flags of a token's state; the bits below them hold a context id.
 const (
 	tokenUsed   = 1 << 63
 	tokenHasOld = 1 << 62
@@ -55,11 +56,14 @@ func bindingOf[T any](l *node) *binding[T] {
 
 // Var returns the var whose [Var.Set] made t (Token.var).
 func (t *Token[T]) Var() *Var[T] {
-	if t == nil {
+	if t == nil || t.b.leaf.key == nil {
 		return nil
 	}
-	return t.v
+	return t.b.leaf.key.info.Load().key.(*Var[T]) // a var has info before its first token
 }
+
+// state returns t's state (see Token.b).
+func (t *Token[T]) state() uint64 { return atomic.LoadUint64(&t.b.leaf.word) }
 
 // OldValue returns the value t's var had in the context before the Set that
 // made t. The ok result is false if the var had no value there, whatever its
@@ -69,7 +73,7 @@ func (t *Token[T]) OldValue() (T, bool) {
 		var zero T
 		return zero, false
 	}
-	return t.old, atomic.LoadUint64(&t.state)&tokenHasOld != 0
+	return t.old, t.state()&tokenHasOld != 0
 }
 
 // Reset is t.Var().Reset(t). It lets a scoped Set read as one line, as
@@ -80,10 +84,11 @@ func (t *Token[T]) Reset() error {
 	if t == nil {
 		return errNilTokenf("(*Token).Reset on a nil *Token")
 	}
-	if t.v == nil {
+	v := t.Var()
+	if v == nil {
 		return errNilTokenf("zero Token was not returned by Var.Set")
 	}
-	return t.v.Reset(t)
+	return v.Reset(t)
 }
 
 // String returns a description of t in the form of Python's repr:
@@ -94,8 +99,8 @@ func (t *Token[T]) String() string {
 		return "<Token nil>"
 	}
 	used := ""
-	if atomic.LoadUint64(&t.state)&tokenUsed != 0 {
+	if t.state()&tokenUsed != 0 {
 		used = " used"
 	}
-	return fmt.Sprintf("<Token%s var=%v at %p>", used, t.v, t)
+	return fmt.Sprintf("<Token%s var=%v at %p>", used, t.Var(), t)
 }

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // Key is a var used as a key of a [Context]: any *[Var][T]. It lets the
@@ -123,7 +124,8 @@ func (v *Var[T]) In(c *Context) (T, bool) {
 //
 // Set allocates the new binding and the token, and one trie node per level
 // of the path it copies (none if v is the context's only var). Where T holds
-// no pointers, binding and token are one allocation.
+// no pointers, binding and token are one allocation: the token is the
+// binding, with the old value beside it.
 func (v *Var[T]) Set(value T) *Token[T] {
 	if v == nil {
 		panic(errNilVar)
@@ -134,26 +136,18 @@ func (v *Var[T]) Set(value T) *Token[T] {
 	}
 	c := gs.current
 
-	var b *binding[T]
-	var t *Token[T]
-	shared := v.info().pointerFree
-	if shared {
-		// The trie keeps the token's memory alive with the binding's, and
-		// with it the token's old value: harmless, since that value refers
-		// to nothing.
-		p := new(struct {
-			b binding[T]
-			t Token[T]
-		})
-		b, t = &p.b, &p.t
-	} else {
+	t := new(Token[T])
+	t.b.leaf.key = &v.c
+	b := &t.b
+	if !v.info().tokenIsBinding {
 		// The token holds the old value, which may hold on to memory that
-		// the trie must not keep alive: two allocations.
-		b, t = new(binding[T]), new(Token[T])
+		// the trie must not keep alive, or is large: the trie gets a
+		// binding of its own. Otherwise the trie keeps the token, whose
+		// old value refers to nothing and costs at most maxSharedSize.
+		b = new(binding[T])
+		b.leaf.key = &v.c
 	}
 	b.val = value
-	b.leaf.key = &v.c
-	t.v = v
 	state := c.idFor(gs)
 
 	root, replaced := &b.leaf, c.root.Load()
@@ -164,20 +158,11 @@ func (v *Var[T]) Set(value T) *Token[T] {
 	if replaced != nil {
 		t.old = bindingOf[T](replaced).val
 		state |= tokenHasOld
-		// The token keeps the replaced binding so that Reset can put it
-		// back without allocating. Where token and binding share an
-		// allocation, a trie that holds b holds t and so the binding t
-		// keeps; to keep such chains one link long, a shared binding
-		// whose token keeps another is marked (leaf.size = 1), and a
-		// marked binding is not kept.
-		if replaced.size == 0 {
-			t.prev = replaced
-			if shared {
-				b.leaf.size = 1
-			}
-		}
 	}
-	t.state = state
+	// The state is written before the binding is published: from then on,
+	// other goroutines may read the trie, and they never read a leaf's
+	// word (see node).
+	t.b.leaf.word = state
 	c.root.Store(root)
 	return t
 }
@@ -190,6 +175,9 @@ func (v *Var[T]) Set(value T) *Token[T] {
 // and t unchanged, if t is nil ([ErrNilToken]), has been used already
 // ([ErrTokenUsed]), was made by another var ([ErrTokenVar]), or was made in a
 // context other than the current one ([ErrTokenContext]).
+//
+// Restoring an old value allocates a binding for it, and copies the path to
+// it as Set does; removing a value copies the path only.
 func (v *Var[T]) Reset(t *Token[T]) error {
 	if v == nil {
 		return errNilVar
@@ -197,14 +185,15 @@ func (v *Var[T]) Reset(t *Token[T]) error {
 	if t == nil {
 		return errNilTokenf(v.String() + ".Reset(nil)")
 	}
-	if t.v == nil {
+	k := t.b.leaf.key
+	if k == nil {
 		return errNilTokenf("zero Token was not returned by Var.Set")
 	}
-	state := atomic.LoadUint64(&t.state)
+	state := t.state()
 	if state&tokenUsed != 0 {
 		return tokenError(ErrTokenUsed, t, "has already been used once")
 	}
-	if t.v != v {
+	if k != &v.c {
 		return tokenError(ErrTokenVar, t, "was created by a different ContextVar")
 	}
 	c := current()
@@ -215,25 +204,17 @@ func (v *Var[T]) Reset(t *Token[T]) error {
 	// context is current for one goroutine at a time, so the swap cannot
 	// fail; it is a CAS so that a broken promise is an error, not a double
 	// reset.
-	if !atomic.CompareAndSwapUint64(&t.state, state, state|tokenUsed) {
+	if !atomic.CompareAndSwapUint64(&t.b.leaf.word, state, state|tokenUsed) {
 		return tokenError(ErrTokenUsed, t, "has already been used once")
 	}
 	root := c.root.Load()
 	if state&tokenHasOld == 0 {
 		root, _ = root.delete(&v.c, 0)
-		c.root.Store(root)
-		return nil
-	}
-	// The binding Set replaced holds v and the old value: put it back if
-	// the token kept it (in a context of v alone, that is the whole new
-	// trie, with nothing allocated); else make one.
-	leaf := t.prev
-	if leaf == nil {
+	} else {
 		b := &binding[T]{val: t.old}
 		b.leaf.key = &v.c
-		leaf = &b.leaf
+		root, _ = root.set(&b.leaf, 0)
 	}
-	root, _ = root.set(leaf, 0)
 	c.root.Store(root)
 	return nil
 }
@@ -338,19 +319,26 @@ type varInfo struct {
 	// reads of Context use it.
 	value func(l *node) any
 
-	// pointerFree reports that T holds no pointers, so that a binding
-	// and its token can share an allocation; see Var.Set.
-	pointerFree bool
+	// tokenIsBinding reports that a token of the var is the binding Set
+	// puts into the trie, one allocation (see Var.Set): T holds no
+	// pointers, so the old value in the token keeps no memory alive, and
+	// is at most maxSharedSize bytes, so that keeping it costs the trie
+	// less than a second allocation would.
+	tokenIsBinding bool
 }
 
 // newInfo returns the info of a var of type T.
 func newInfo[T any](v *Var[T]) *varInfo {
 	return &varInfo{
-		key:         v,
-		value:       func(l *node) any { return bindingOf[T](l).val },
-		pointerFree: !hasPointers(reflect.TypeFor[T]()),
+		key:            v,
+		value:          func(l *node) any { return bindingOf[T](l).val },
+		tokenIsBinding: !hasPointers(reflect.TypeFor[T]()) && unsafe.Sizeof(*new(T)) <= maxSharedSize,
 	}
 }
+
+// maxSharedSize is the largest T whose tokens are bindings: a Token[T] of
+// one is at most 16+2*64 = 144 bytes.
+const maxSharedSize = 64
 
 // hasPointers reports whether values of type t hold pointers (and so may
 // keep other memory alive).
