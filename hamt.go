@@ -184,22 +184,23 @@ func (n *node) get(k *varCore) *node {
 //go:noinline
 func (n *node) find(k *varCore) *node {
 	h := k.hash
-	for n.isBitmap() {
-		bm := n.bitmap()
+	// n is inner, so its word is its bitmap and size; a kid's is read only
+	// once its key says it is no leaf (see node).
+	for bm := n.bitmap(); bm != 0; bm = n.bitmap() {
 		bit := uint32(1) << (h & levelMask)
 		if bm&bit == 0 {
 			return nil
 		}
-		n = n.kid(bits.OnesCount32(bm & (bit - 1)))
+		n = n.kid(bits.OnesCount32(bm & (bit - 1))) // never nil
 		h >>= bitsPerLevel
-	}
-	// n is a leaf or a collision node. A bitmap node's kids are never nil.
-	if n.key != nil {
-		if n.key == k {
-			return n
+		if n.key != nil {
+			if n.key == k {
+				return n
+			}
+			return nil
 		}
-		return nil
 	}
+	// A list node: a flat root or a collision node.
 	for _, l := range n.kids() {
 		if l.key == k {
 			return l
