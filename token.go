@@ -13,10 +13,11 @@ import (
 // Tokens are made only by Var.Set; a zero Token is refused by Reset with
 // [ErrNilToken]. A Token's methods may be called from any goroutine.
 type Token[T any] struct {
-	// b is the binding Set made. Where T holds no pointers it is the very
-	// binding Set put into the trie, so that a Set allocates once; else b
-	// has no value and the trie's binding is another allocation, so that a
-	// trie never keeps the token's old value alive (see Var.Set).
+	// b is the binding Set made. Where the var's info says tokenIsBinding
+	// (T holds no pointers and is small), b is the very binding Set put
+	// into the trie, so that a Set allocates once; else b holds no value,
+	// and the trie's binding is another allocation, so that a trie never
+	// keeps the token's old value alive (see Var.Set).
 	//
 	// b.leaf.key is the core of the token's var (nil in a zero Token), and
 	// b.leaf.word is the token's state: the id of the context Set ran in
@@ -36,8 +37,10 @@ const (
 	ctxIDMask   = tokenHasOld - 1
 )
 
-// binding is a trie leaf: a var bound to a value. Var.Set makes one; so does
-// a Reset that restores an old value. It never changes once published.
+// binding is a trie leaf: a var bound to a value. Var.Set makes one (often
+// as the first field of its Token); so does a Reset that restores an old
+// value. Its key and value never change once published; its leaf's word may,
+// if it is a token's state (see node).
 //
 // Invariant: leaf is the first field, and every leaf in a trie is the leaf
 // of a binding[T] whose T is that of the Var[T] its key belongs to — only
