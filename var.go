@@ -5,7 +5,6 @@ import (
 	"reflect"
 	"sync"
 	"sync/atomic"
-	"unsafe"
 )
 
 // Key is a var used as a key of a [Context]: any *[Var][T]. It lets the
@@ -124,8 +123,8 @@ func (v *Var[T]) In(c *Context) (T, bool) {
 //
 // Set allocates the new binding and the token, and one trie node per level
 // of the path it copies (none if v is the context's only var). Where T holds
-// no pointers, binding and token are one allocation: the token is the
-// binding, with the old value beside it.
+// no pointers and is at most 64 bytes, binding and token are one allocation:
+// the token is the binding, with the old value beside it.
 func (v *Var[T]) Set(value T) *Token[T] {
 	if v == nil {
 		panic(errNilVar)
@@ -329,10 +328,11 @@ type varInfo struct {
 
 // newInfo returns the info of a var of type T.
 func newInfo[T any](v *Var[T]) *varInfo {
+	t := reflect.TypeFor[T]()
 	return &varInfo{
 		key:            v,
 		value:          func(l *node) any { return bindingOf[T](l).val },
-		tokenIsBinding: !hasPointers(reflect.TypeFor[T]()) && unsafe.Sizeof(*new(T)) <= maxSharedSize,
+		tokenIsBinding: !hasPointers(t) && t.Size() <= maxSharedSize,
 	}
 }
 
