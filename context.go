@@ -83,8 +83,9 @@ func New() *Context {
 // Python's contextvars.copy_context(). It is O(1): the copy shares the
 // original's trie, and later changes to either are not seen by the other.
 func CopyContext() *Context {
-	if cur := current(); cur != nil {
-		return &Context{root: rootOf(cur.root.Load())}
+	// current, inlined by hand: a call is ~1 ns of CopyContext's ~22.
+	if gs := reg.lookup(goroutineID()); gs != nil && gs.current != nil {
+		return &Context{root: rootOf(gs.current.root.Load())}
 	}
 	return new(Context)
 }

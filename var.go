@@ -129,16 +129,26 @@ func (v *Var[T]) Set(value T) *Token[T] {
 	if v == nil {
 		panic(errNilVar)
 	}
-	gs := self()
+	// self and v.info, inlined by hand for their common case (the
+	// compiler inlines neither): ~2 ns of a Set of ~30.
+	id := goroutineID()
+	gs := reg.lookup(id)
+	if gs == nil {
+		gs = reg.insert(id)
+	}
 	if gs.current == nil {
 		gs.current = new(Context) // the goroutine's implicit context
 	}
 	c := gs.current
+	info := v.c.info.Load()
+	if info == nil {
+		info = v.info()
+	}
 
 	t := new(Token[T])
 	t.b.leaf.key = &v.c
 	b := &t.b
-	if !v.info().tokenIsBinding {
+	if !info.tokenIsBinding {
 		// The token holds the old value, which may hold on to memory that
 		// the trie must not keep alive, or is large: the trie gets a
 		// binding of its own. Otherwise the trie keeps the token, whose
