@@ -615,35 +615,26 @@ func TestContext_concurrentReaders(t *testing.T) {
 	require.NoError(t, c.Run(func() error { extra.Set(0); return nil }))
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for range 3 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				// The owner sets vars in order, all to the same round
-				// number, so a complete state is a prefix of vars set to
-				// r and the rest to r-1 (or unset in round 0).
-				n := 0
-				for range c.All() {
-					n++
-				}
-				assert.LessOrEqual(t, n, nvars+1)
-				snap := c.Copy()
-				assert.Equal(t, snap.Len(), len(slices.Collect(snap.Keys())), "Len agrees with the walk of one snapshot")
-				first, _ := vars[0].In(snap)
-				for _, v := range vars {
-					if got, ok := v.In(snap); ok {
-						assert.True(t, got == first || got == first-1, "torn state: %d beside %d", got, first)
-					}
-				}
-				// A Set in a copy walks the shared trie too.
-				assert.NoError(t, snap.Run(func() error { vars[0].Set(-1); return nil }))
+	readUntil(&wg, stop, 3, func() {
+		// The owner sets vars in order, all to the same round number, so
+		// a complete state is a prefix of vars set to r and the rest to
+		// r-1 (or unset in round 0).
+		n := 0
+		for range c.All() {
+			n++
+		}
+		assert.LessOrEqual(t, n, nvars+1)
+		snap := c.Copy()
+		assert.Equal(t, snap.Len(), len(slices.Collect(snap.Keys())), "Len agrees with the walk of one snapshot")
+		first, _ := vars[0].In(snap)
+		for _, v := range vars {
+			if got, ok := v.In(snap); ok {
+				assert.True(t, got == first || got == first-1, "torn state: %d beside %d", got, first)
 			}
-		})
-	}
+		}
+		// A Set in a copy walks the shared trie too.
+		assert.NoError(t, snap.Run(func() error { vars[0].Set(-1); return nil }))
+	})
 	require.NoError(t, c.Run(func() error {
 		for round := 1; round <= 200; round++ {
 			tok := extra.Set(round)

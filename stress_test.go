@@ -30,6 +30,23 @@ func waitOrFail(t *testing.T, wg *sync.WaitGroup, limit time.Duration) {
 	}
 }
 
+// readUntil starts n goroutines in wg that each call read again and again
+// until stop is closed.
+func readUntil(wg *sync.WaitGroup, stop <-chan struct{}, n int, read func()) {
+	for range n {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				read()
+			}
+		})
+	}
+}
+
 // TestStress_workers runs goroutines that each copy, run, set, reset and
 // read, in their own contexts and in copies of a shared one, while readers
 // walk the shared context.
@@ -52,27 +69,18 @@ func TestStress_workers(t *testing.T) {
 
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
-	for range 2 { // readers of the shared context
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				n := 0
-				for k, val := range shared.All() {
-					if i := val.(int); k.Name() != fmt.Sprint("v", i) {
-						t.Errorf("shared context: %s = %d", k.Name(), i)
-					}
-					n++
-				}
-				if n != len(vars) {
-					t.Errorf("shared context has %d vars; want %d", n, len(vars))
-				}
+	readUntil(&wg, stop, 2, func() { // readers of the shared context
+		n := 0
+		for k, val := range shared.All() {
+			if i := val.(int); k.Name() != fmt.Sprint("v", i) {
+				t.Errorf("shared context: %s = %d", k.Name(), i)
 			}
-		})
-	}
+			n++
+		}
+		if n != len(vars) {
+			t.Errorf("shared context has %d vars; want %d", n, len(vars))
+		}
+	})
 	var workersWG sync.WaitGroup
 	for w := range workers {
 		workersWG.Go(func() {
