@@ -27,8 +27,8 @@ type Context struct {
 	// sees a complete trie.
 	root rootPtr
 
-	// state holds the ownership flag (enteredBit; see "Ownership" in
-	// run.go) and the context's id (the other bits; 0 until the first Set
+	// state holds the ownership flag (enteredBit; see "Ownership" below)
+	// and the context's id (the other bits; 0 until the first Set
 	// in the context). A token records the id of its context rather than
 	// a pointer to it: a pointer would let a trie's leaves keep their
 	// contexts, and those contexts' tries, alive, chaining every
@@ -37,6 +37,20 @@ type Context struct {
 	// sets the id or clears the flag.
 	state atomic.Uint64
 }
+
+// # Ownership
+//
+// The entered flag of a Context (enteredBit of Context.state) records that
+// some goroutine is inside c.Run (or Call). Only the goroutine that enters c
+// sets it, with a compare-and-swap from clear (tryEnter); any goroutine may
+// load it. That goroutine's deferred exit clears it (leave), and deferred
+// calls run on return, on panic and on runtime.Goexit alike, so the flag
+// cannot stay set after the goroutine has left Run. A second entrant, the
+// same goroutine recursively or another one concurrently, fails the
+// compare-and-swap, gets ErrAlreadyEntered, and its fn is not called. So at
+// most one goroutine has c current at any time, and only it writes c.root;
+// the release of the flag synchronizes before the next entrant's
+// compare-and-swap, so the next owner sees every write of the last.
 
 // enteredBit is the ownership flag in Context.state.
 const enteredBit = 1 << 63
@@ -83,9 +97,8 @@ func New() *Context {
 // Python's contextvars.copy_context(). It is O(1): the copy shares the
 // original's trie, and later changes to either are not seen by the other.
 func CopyContext() *Context {
-	// current, inlined by hand: a call is ~1 ns of CopyContext's ~22.
-	if gs := reg.lookup(goroutineID()); gs != nil && gs.current != nil {
-		return &Context{root: rootOf(gs.current.root.Load())}
+	if c := current(); c != nil {
+		return &Context{root: rootOf(c.root.Load())}
 	}
 	return new(Context)
 }

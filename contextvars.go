@@ -121,6 +121,12 @@ type cvError struct {
 func (e *cvError) Error() string { return e.msg }
 func (e *cvError) Unwrap() error { return e.sentinel }
 
+// errAlreadyEntered returns CPython's message for entering c, which is
+// entered, wrapping ErrAlreadyEntered.
+func errAlreadyEntered(c *Context) error {
+	return &cvError{ErrAlreadyEntered, "contextvars: cannot enter context: " + c.String() + " is already entered"}
+}
+
 // errNilTokenf returns an error wrapping ErrNilToken that says what was nil.
 func errNilTokenf(what string) error {
 	return &cvError{ErrNilToken, "contextvars: nil token: " + what}
@@ -130,8 +136,8 @@ func errNilTokenf(what string) error {
 // caller's, taken before Go returns: what the caller had set is visible to
 // fn, and what fn sets is not visible to the caller. It is the goroutine
 // counterpart of Python's asyncio.create_task, which runs a task in a copy of
-// the current context. The new goroutine's state is dropped when fn returns,
-// panics or calls runtime.Goexit.
+// the current context. Nothing of the new goroutine's state is left behind
+// when fn returns, panics or calls runtime.Goexit.
 //
 // Go panics if fn is nil.
 func Go(fn func()) {
@@ -139,5 +145,7 @@ func Go(fn func()) {
 		panic(errNilFunc)
 	}
 	c := CopyContext()
-	go runGoroutine(c, fn)
+	go func() {
+		_ = c.Run(func() error { fn(); return nil }) // c is new: Run cannot fail
+	}()
 }

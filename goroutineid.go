@@ -18,4 +18,4 @@ package contextvars
 import "github.com/petermattis/goid"
 
 // goroutineID returns the calling goroutine's id.
-func goroutineID() int64 { return goid.Get() }
+func goroutineID() uint64 { return uint64(goid.Get()) }

@@ -129,21 +129,12 @@ func (v *Var[T]) Set(value T) *Token[T] {
 	if v == nil {
 		panic(errNilVar)
 	}
-	// self and v.info, inlined by hand for their common case (the
-	// compiler inlines neither): ~2 ns of a Set of ~30.
-	id := goroutineID()
-	gs := reg.lookup(id)
+	gs := state()
 	if gs == nil {
-		gs = reg.insert(id)
-	}
-	if gs.current == nil {
-		gs.current = new(Context) // the goroutine's implicit context
+		gs = newImplicit()
 	}
 	c := gs.current
-	info := v.c.info.Load()
-	if info == nil {
-		info = v.info()
-	}
+	info := v.info()
 
 	t := new(Token[T])
 	t.b.leaf.key = &v.c
@@ -157,7 +148,7 @@ func (v *Var[T]) Set(value T) *Token[T] {
 		b.leaf.key = &v.c
 	}
 	b.val = value
-	state := c.idFor(gs)
+	word := c.idFor(gs)
 
 	root, replaced := &b.leaf, c.root.Load()
 	if replaced == nil || replaced.key != &v.c {
@@ -166,13 +157,16 @@ func (v *Var[T]) Set(value T) *Token[T] {
 	}
 	if replaced != nil {
 		t.old = bindingOf[T](replaced).val
-		state |= tokenHasOld
+		word |= tokenHasOld
 	}
-	// The state is written before the binding is published: from then on,
+	// The token's state is written before the binding is published: from then on,
 	// other goroutines may read the trie, and they never read a leaf's
 	// word (see node).
-	t.b.leaf.word = state
+	t.b.leaf.word = word
 	c.root.Store(root)
+	if gs.cached {
+		gs.clearCache() // it may hold the replaced trie
+	}
 	return t
 }
 
@@ -198,26 +192,27 @@ func (v *Var[T]) Reset(t *Token[T]) error {
 	if k == nil {
 		return errNilTokenf("zero Token was not returned by Var.Set")
 	}
-	state := t.state()
-	if state&tokenUsed != 0 {
+	ts := t.state()
+	if ts&tokenUsed != 0 {
 		return tokenError(ErrTokenUsed, t, "has already been used once")
 	}
 	if k != &v.c {
 		return tokenError(ErrTokenVar, t, "was created by a different ContextVar")
 	}
-	c := current()
-	if c == nil || c.id() != state&ctxIDMask {
+	gs := state()
+	if gs == nil || gs.current == nil || gs.current.id() != ts&ctxIDMask {
 		return tokenError(ErrTokenContext, t, "was created in a different Context")
 	}
 	// Only the goroutine whose current context is t's gets here, and a
 	// context is current for one goroutine at a time, so the swap cannot
 	// fail; it is a CAS so that a broken promise is an error, not a double
 	// reset.
-	if !atomic.CompareAndSwapUint64(&t.b.leaf.word, state, state|tokenUsed) {
+	if !atomic.CompareAndSwapUint64(&t.b.leaf.word, ts, ts|tokenUsed) {
 		return tokenError(ErrTokenUsed, t, "has already been used once")
 	}
+	c := gs.current
 	root := c.root.Load()
-	if state&tokenHasOld == 0 {
+	if ts&tokenHasOld == 0 {
 		root, _ = root.delete(&v.c, 0)
 	} else {
 		b := &binding[T]{val: t.old}
@@ -225,6 +220,9 @@ func (v *Var[T]) Reset(t *Token[T]) error {
 		root, _ = root.set(&b.leaf, 0)
 	}
 	c.root.Store(root)
+	if gs.cached {
+		gs.clearCache() // it may hold the replaced trie
+	}
 	return nil
 }
 
@@ -246,11 +244,18 @@ func (v *Var[T]) String() string {
 	return fmt.Sprintf("<ContextVar name=%q default=%s at %p>", v.c.name, def, v)
 }
 
-// info returns v's info, making it at a zero Var's first Set.
+// info returns v's info, making it at a zero Var's first Set (slow path).
 func (v *Var[T]) info() *varInfo {
 	if i := v.c.info.Load(); i != nil {
 		return i
 	}
+	return v.infoSlow()
+}
+
+// infoSlow is info for a zero Var that has none yet.
+//
+//go:noinline
+func (v *Var[T]) infoSlow() *varInfo {
 	v.c.info.CompareAndSwap(nil, newInfo(v))
 	return v.c.info.Load()
 }
@@ -286,7 +291,7 @@ var reprs struct {
 
 type reprKey struct {
 	v  *varCore
-	id int64
+	id uint64
 }
 
 // enterRepr marks v as being formatted by the calling goroutine. It reports
