@@ -3,6 +3,8 @@ package contextvars
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/benbjohnson/immutable"
@@ -262,6 +264,55 @@ func BenchmarkContextRunParallel(b *testing.B) {
 			}
 		})
 	})
+}
+
+// BenchmarkGoroutineRun is a new goroutine that does one Run with a Set
+// and a Get inside (impl=contextvars), against a plain goroutine doing the
+// same work on a local variable (impl=plain): the difference is what the
+// package costs a goroutine that uses it, registering and dropping its
+// state included. Run it with -cpu 1,2,8: it must not grow with the cores.
+func BenchmarkGoroutineRun(b *testing.B) {
+	v := NewVar[int]("v")
+	var failed atomic.Bool
+	b.Run("impl=plain", func(b *testing.B) {
+		b.ReportAllocs()
+		var wg sync.WaitGroup
+		n := 0
+		for b.Loop() {
+			n++
+			i := n
+			wg.Go(func() {
+				box := struct{ v int }{}
+				box.v = i
+				if box.v != i {
+					failed.Store(true)
+				}
+			})
+		}
+		wg.Wait()
+	})
+	b.Run("impl=contextvars", func(b *testing.B) {
+		b.ReportAllocs()
+		var wg sync.WaitGroup
+		n := 0
+		for b.Loop() {
+			n++
+			i := n
+			wg.Go(func() {
+				_ = New().Run(func() error {
+					v.Set(i)
+					if got, _ := v.Get(); got != i {
+						failed.Store(true)
+					}
+					return nil
+				})
+			})
+		}
+		wg.Wait()
+	})
+	if failed.Load() {
+		b.Fatal("a goroutine did not read back its value")
+	}
 }
 
 // BenchmarkContextValue is the comparator from the standard library: the

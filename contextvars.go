@@ -51,13 +51,27 @@
 // Outside any Run, Get and Set act on the goroutine's implicit context, made
 // by its first Set. A goroutine started with a plain go statement starts with
 // an empty context; [Go] starts one inside a copy of the caller's current
-// context, as asyncio does for tasks. The implicit contexts of goroutines that
-// have exited are reclaimed, so memory stays bounded however many goroutines
-// come and go; run.go tells how.
+// context, as asyncio does for tasks.
 //
 // A Context can be current on one goroutine at a time, and never twice on one:
 // Run on a context that is already entered returns [ErrAlreadyEntered]. A
 // Context's read methods are safe from any goroutine at any time.
+//
+// # Costs
+//
+// What the package keeps for a goroutine depends on how it was used. A Run
+// (or Call) leaves nothing behind when the goroutine's outermost one returns,
+// and neither does Go; that outermost Run costs two atomic operations more
+// than a nested one. A Set outside any Run makes an implicit context, which
+// lives until a sweep finds its goroutine gone: Go has no hook that runs when
+// a goroutine exits, so a sweep lists the live goroutines with
+// runtime.Stack, which stops the world for a time that grows with the number
+// of goroutines. Sweeps run only when implicit contexts outnumber the live
+// goroutines two to one, and a timer reclaims those of exited goroutines
+// within a second, so memory stays bounded; but in servers, run each request
+// in a Run. With keep-alive, net/http serves many requests on one
+// connection's goroutine, so a var a handler sets outside Run is seen by the
+// next request on that connection.
 //
 // Var.Get and Context.Run take no lock and allocate nothing. Var.Set
 // allocates its token and the new binding, one allocation for both where T

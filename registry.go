@@ -176,8 +176,12 @@ const (
 	shardBits = 6
 	numShards = 1 << shardBits
 
-	// minTable is the fewest slots of a shard's table.
-	minTable = 16
+	// minTable is the fewest slots of a shard's table. A table is rebuilt
+	// when half its slots have been used, and states of goroutines that
+	// come and go keep taking nil slots, so a small table would be rebuilt
+	// every few goroutines; 64 slots (per shard: 32 KiB in all) spread
+	// that cost over at least 32 minus the goroutines alive.
+	minTable = 64
 
 	// minSweep is the fewest implicit entries that make a sweep due (C in
 	// the rule of the file comment). It is small because the rest of the
@@ -221,6 +225,10 @@ type registry struct {
 	timerArmed  bool
 	sweeps      int // sweeps done, for tests
 	sweepsEmpty int // sweeps whose traceback did not fit, for tests
+
+	// The time the sweeps' tracebacks took, the world stopped: for the
+	// scale test.
+	tracebackMax, tracebackTotal time.Duration
 }
 
 // shard is one of the registry's tables.
@@ -354,6 +362,24 @@ func (r *registry) acquire(id uint64, implicit bool) *gstate {
 	}
 }
 
+// statePool holds free states that a table growth left behind, for nil
+// slots to take (newState), so that goroutines coming and going do not
+// allocate a state each. A state may go back into use while a replaced
+// table still holds it: a goroutine that claims it there finds the table
+// replaced and gives it up (registry.acquire), and a goroutine that finds
+// its own id in it has found its own state, whatever the table.
+var statePool sync.Pool
+
+// newState returns a state owned by owner, for a nil slot.
+func newState(owner uint64) *gstate {
+	if gs, _ := statePool.Get().(*gstate); gs != nil {
+		// Replaced tables may read owner; nothing else of gs.
+		atomic.StoreUint64(&gs.owner, owner)
+		return gs
+	}
+	return &gstate{owner: owner}
+}
+
 // Outcomes of gtable.acquire.
 const (
 	found       = iota // the goroutine's own state
@@ -379,10 +405,11 @@ func (t *gtable) acquire(h, owner uint64) (gs *gstate, how int) {
 			if free != nil {
 				return claimFree(free, owner)
 			}
-			gs = &gstate{owner: owner}
+			gs = newState(owner)
 			if slot.CompareAndSwap(nil, gs) {
 				return gs, claimedNil
 			}
+			statePool.Put(gs)
 			return nil, retry
 		case gs == frozenSlot:
 			return nil, growing
@@ -453,7 +480,7 @@ func (s *shard) grow(t *gtable) {
 // are left out). s.mu must be held. It returns the states dropped.
 func (s *shard) rebuildLocked(drop func(gs *gstate, owner uint64) bool) (dropped int) {
 	old := s.table.Load()
-	var kept []*gstate
+	var kept, spare []*gstate
 	for i := range old.slots {
 		slot := &old.slots[i]
 	freeze:
@@ -472,6 +499,7 @@ func (s *shard) rebuildLocked(drop func(gs *gstate, owner uint64) bool) (dropped
 			if !atomic.CompareAndSwapUint64(&gs.owner, 0, ownerMoved) {
 				goto freeze
 			}
+			spare = append(spare, gs)
 		case drop != nil && drop(gs, o):
 			// A dead goroutine's: only a sweep drops, under s.mu, and
 			// its goroutine cannot free it.
@@ -501,6 +529,9 @@ func (s *shard) rebuildLocked(drop func(gs *gstate, owner uint64) bool) (dropped
 	s.table.Store(t)
 	for _, gs := range kept {
 		atomic.AndUint64(&gs.owner, ^uint64(ownerMoved))
+	}
+	for _, gs := range spare {
+		statePool.Put(gs)
 	}
 	return dropped
 }
@@ -611,7 +642,10 @@ func (r *registry) listLive(ids map[uint64]struct{}) bool {
 	// A few hundred goroutines' tracebacks vary too much for either, and
 	// fit in minDump.
 	buf := make([]byte, max(minDump, r.dumpMin, (2*g+64)*perG))
+	start := time.Now()
 	n := runtime.Stack(buf, true)
+	d := time.Since(start)
+	r.tracebackMax, r.tracebackTotal = max(r.tracebackMax, d), r.tracebackTotal+d
 	if n == len(buf) {
 		r.dumpMin = 2 * len(buf)
 		r.sweepsEmpty++

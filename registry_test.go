@@ -113,7 +113,10 @@ func TestGoroutineID_distinct(t *testing.T) {
 // 200 MiB; the heap must grow by far less, and the registry stay within
 // its bound.
 func TestRegistry_implicitContextsDoNotLeak(t *testing.T) {
-	const goroutines, size = 200_000, 1 << 10
+	goroutines, size := 200_000, 1<<10
+	if testing.Short() {
+		goroutines = 50_000
+	}
 	v := NewVar[[]byte]("payload")
 	before := heapInUse()
 	sweepsBefore := registrySweeps()
