@@ -103,6 +103,26 @@ func CopyContext() *Context {
 	return new(Context)
 }
 
+// Lookup returns the value of key in the calling goroutine's current
+// context, ignoring the var's default, boxed: what CopyContext().Get(key)
+// returns, without making a copy. The ok result is false if the current
+// context holds no value for key. [Var.Get] is the typed form (which does
+// fall back on the default). Lookup is for code that handles vars of many
+// types alike, such as a log handler adding them to every record.
+func Lookup(key Key) (any, bool) {
+	if key == nil {
+		return nil, false
+	}
+	k := key.core()
+	if k == nil {
+		return nil, false
+	}
+	if l := currentLeaf(k); l != nil {
+		return l.value(), true
+	}
+	return nil, false
+}
+
 // Copy returns a shallow copy of c: Python's Context.copy(). It is O(1).
 // A nil c copies as an empty context.
 func (c *Context) Copy() *Context {

@@ -44,6 +44,18 @@
 //	RuntimeError (token used)       ErrTokenUsed
 //	ValueError (token var/context)  ErrTokenVar, ErrTokenContext
 //	threading.Thread + copy         Go(fn)
+//	run_in_executor(None, ctx.run)  Wrap(f), WrapErr(f)
+//
+// # Go's ecosystem
+//
+// [WithContext] puts a Context into a context.Context and [FromContext]
+// gets it back; [RunFrom] runs a function in a copy of it, for code that
+// only receives a context.Context. [Wrap] and [WrapErr] hand the caller's
+// vars to goroutines the package does not start (errgroup,
+// sync.WaitGroup.Go, time.AfterFunc, worker pools), and [Pull] to the
+// goroutine behind iter.Pull. The subpackages httpvars (a Context per
+// net/http request) and slogvars (vars in every log/slog record) build on
+// them.
 //
 // # Goroutines
 //
@@ -115,6 +127,10 @@ var (
 	// ErrNilToken is returned by [Var.Reset] and [Token.Reset] for a nil or
 	// zero token, one that no Set made. Python raises TypeError.
 	ErrNilToken = errors.New("contextvars: nil token")
+
+	// ErrNoContext is returned by [RunFrom] for a context.Context that
+	// carries no *Context (see [WithContext]).
+	ErrNoContext = errors.New("contextvars: the context.Context carries no *Context")
 )
 
 // Errors for other bad input. They are not sentinels of the API; their text
@@ -123,6 +139,8 @@ var (
 	errNilContext = errors.New("contextvars: nil *Context")
 	errNilFunc    = errors.New("contextvars: nil func")
 	errNilVar     = errors.New("contextvars: nil *Var")
+
+	errNilStdContext = errors.New("contextvars: nil context.Context")
 )
 
 // cvError is an error with its own message that wraps a sentinel, so that

@@ -1,9 +1,12 @@
 package contextvars_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/go-contextvars/contextvars"
 )
@@ -192,4 +195,58 @@ func ExampleContext_All() {
 	// a 1
 	// b two
 	// <Context 2 vars>
+}
+
+// This example demonstrates handing the caller's vars to goroutines that
+// errgroup starts: each wrapped func runs in a copy of the context current
+// when WrapErr was called.
+func ExampleWrapErr() {
+	tenant := contextvars.NewVar[string]("tenant")
+	_ = contextvars.New().Run(func() error {
+		tenant.Set("acme")
+		var g errgroup.Group
+		results := make([]string, 3)
+		for i := range results {
+			g.Go(contextvars.WrapErr(func() error {
+				t, _ := tenant.Get()
+				results[i] = fmt.Sprintf("shard %d for %s", i, t)
+				return nil
+			}))
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+		for _, r := range results {
+			fmt.Println(r)
+		}
+		return nil
+	})
+	// Output:
+	// shard 0 for acme
+	// shard 1 for acme
+	// shard 2 for acme
+}
+
+// This example demonstrates running a callback that receives only a
+// context.Context in a copy of the vars of the request that made it.
+func ExampleRunFrom() {
+	user := contextvars.NewVar[string]("user")
+	req := contextvars.New()
+	_ = req.Run(func() error {
+		user.Set("alice")
+		ctx := contextvars.WithContext(context.Background(), req)
+		done := make(chan struct{})
+		go func() { // say, a database driver's hook
+			defer close(done)
+			_ = contextvars.RunFrom(ctx, func() error {
+				u, _ := user.Get()
+				fmt.Println("hook runs for", u)
+				return nil
+			})
+		}()
+		<-done
+		return nil
+	})
+	// Output:
+	// hook runs for alice
 }

@@ -1,15 +1,19 @@
 package contextvars_test
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/go-contextvars/contextvars"
+	"github.com/go-contextvars/contextvars/httpvars"
 )
 
 // TestKeepAlive_implicitContextCrossesRequests shows why a server must run
@@ -58,4 +62,39 @@ func TestKeepAlive_implicitContextCrossesRequests(t *testing.T) {
 			assert.Equal(t, tc.wantSeen, got, "what each request on one keep-alive connection saw")
 		})
 	}
+}
+
+// TestHTTPVars_leavesNothing serves many requests, sequential and
+// concurrent, through the httpvars middleware, then stops the server:
+// no registry entry is left behind (goleak in TestMain checks goroutines).
+func TestHTTPVars_leavesNothing(t *testing.T) {
+	requestID := contextvars.NewVar[string]("request_id")
+	before, implicitBefore := contextvars.RegistryEntries()
+	srv := httptest.NewServer(httpvars.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requestID.Set(r.URL.Path)
+		contextvars.Go(func() { requestID.Set("child") })
+		_, _ = io.WriteString(w, "ok")
+	})))
+	tr := &http.Transport{MaxConnsPerHost: 4}
+	client := &http.Client{Transport: tr}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 50 {
+				resp, err := client.Get(fmt.Sprintf("%s/%d/%d", srv.URL, g, i))
+				if !assert.NoError(t, err) {
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
+	tr.CloseIdleConnections()
+	srv.Close()
+	assert.Eventually(t, func() bool {
+		after, implicitAfter := contextvars.RegistryEntries()
+		return after <= before && implicitAfter <= implicitBefore
+	}, 5*time.Second, time.Millisecond, "no registry entry left behind by 400 requests")
 }

@@ -1,0 +1,87 @@
+// Package slogvars adds the values of chosen context vars to every log
+// record: the structlog.contextvars.merge_contextvars of Go's log/slog.
+//
+//	requestID := contextvars.NewVar[string]("request_id")
+//	logger := slog.New(slogvars.NewHandler(slog.NewJSONHandler(os.Stdout, nil), requestID))
+//	...
+//	requestID.Set("r-42")
+//	logger.InfoContext(ctx, "served") // {"msg":"served","request_id":"r-42",...}
+package slogvars
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/go-contextvars/contextvars"
+)
+
+// Handler is a slog.Handler that adds, to each record it passes on, an
+// attribute for each of its vars that is set, named for the var
+// (contextvars.Key.Name). The values come from the contextvars.Context that
+// the record's context.Context carries (contextvars.WithContext; the
+// httpvars middleware puts one there), or, if it carries none, from the
+// logging goroutine's current context. A var that is not set there adds
+// nothing; its default is not logged, as in structlog.
+//
+// The attributes are added to the record, so a handler made by WithGroup
+// puts them in its group, as it does the record's own attributes.
+type Handler struct {
+	next slog.Handler
+	vars []contextvars.Key
+}
+
+var _ slog.Handler = (*Handler)(nil)
+
+// NewHandler returns a Handler that passes records to next with the values
+// of vars added. It panics if next or a var is nil.
+func NewHandler(next slog.Handler, vars ...contextvars.Key) *Handler {
+	if next == nil {
+		panic("contextvars: slogvars.NewHandler: nil slog.Handler")
+	}
+	for _, v := range vars {
+		if v == nil || v.String() == "<ContextVar nil>" { // a nil interface or a nil *Var
+			panic("contextvars: slogvars.NewHandler: nil var")
+		}
+	}
+	return &Handler{next: next, vars: append([]contextvars.Key(nil), vars...)}
+}
+
+// Enabled reports whether the next handler handles records at level.
+func (h *Handler) Enabled(ctx context.Context, level slog.Level) bool {
+	return h.next.Enabled(ctx, level)
+}
+
+// Handle adds the values of h's vars that are set to r and passes it on.
+func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
+	c, inCtx := contextvars.FromContext(ctx)
+	cloned := false
+	for _, k := range h.vars {
+		var v any
+		var ok bool
+		if inCtx {
+			v, ok = c.Get(k)
+		} else {
+			v, ok = contextvars.Lookup(k)
+		}
+		if !ok {
+			continue
+		}
+		if !cloned {
+			// The record's attributes may be shared with its other
+			// copies: add to a clone.
+			r, cloned = r.Clone(), true
+		}
+		r.AddAttrs(slog.Any(k.Name(), v))
+	}
+	return h.next.Handle(ctx, r)
+}
+
+// WithAttrs returns a Handler whose next handler has attrs.
+func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &Handler{next: h.next.WithAttrs(attrs), vars: h.vars}
+}
+
+// WithGroup returns a Handler whose next handler opens group name.
+func (h *Handler) WithGroup(name string) slog.Handler {
+	return &Handler{next: h.next.WithGroup(name), vars: h.vars}
+}

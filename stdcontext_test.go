@@ -1,0 +1,105 @@
+package contextvars_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/go-contextvars/contextvars"
+)
+
+type otherKey struct{}
+
+func TestWithContext_FromContext(t *testing.T) {
+	c := contextvars.New()
+	base, cancel := context.WithTimeout(context.WithValue(context.Background(), otherKey{}, "kept"), time.Hour)
+	defer cancel()
+	cases := []struct {
+		name   string
+		ctx    context.Context
+		want   *contextvars.Context
+		wantOK bool
+	}{
+		{"carries c", contextvars.WithContext(base, c), c, true},
+		{"inner wins", contextvars.WithContext(contextvars.WithContext(base, contextvars.New()), c), c, true},
+		{"carries none", base, nil, false},
+		{"nil *Context", contextvars.WithContext(base, nil), nil, false},
+		{"nil context.Context", nil, nil, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := contextvars.FromContext(tc.ctx)
+			assert.Equal(t, tc.wantOK, ok, "FromContext ok")
+			assert.Same(t, tc.want, got, "FromContext")
+		})
+	}
+
+	ctx := contextvars.WithContext(base, c)
+	assert.Equal(t, "kept", ctx.Value(otherKey{}), "other values are untouched")
+	d1, _ := base.Deadline()
+	d2, ok := ctx.Deadline()
+	assert.True(t, ok)
+	assert.Equal(t, d1, d2, "the deadline is untouched")
+	cancel()
+	<-ctx.Done()
+	assert.ErrorIs(t, ctx.Err(), context.Canceled, "cancellation reaches the derived context")
+
+	assert.PanicsWithError(t, "contextvars: nil context.Context", func() {
+		contextvars.WithContext(nil, c) //nolint:staticcheck // the nil is the point
+	})
+}
+
+// TestRunFrom: a goroutine that gets only a context.Context runs in a copy
+// of the request's vars, in one call; what it sets stays in the copy.
+func TestRunFrom(t *testing.T) {
+	user := contextvars.NewVar[string]("user")
+	req := contextvars.New()
+	var ctx context.Context
+	require.NoError(t, req.Run(func() error {
+		user.Set("alice")
+		ctx = contextvars.WithContext(context.Background(), req)
+		done := make(chan error)
+		go func() { // a library callback: it has only ctx
+			done <- contextvars.RunFrom(ctx, func() error {
+				got, _ := user.Get()
+				assert.Equal(t, "alice", got, "the callback sees the request's vars")
+				user.Set("mallory")
+				return errors.New("from fn")
+			})
+		}()
+		assert.EqualError(t, <-done, "from fn", "RunFrom returns fn's error")
+		got, _ := user.Get()
+		assert.Equal(t, "alice", got, "what the callback set stays in its copy")
+
+		// Running req itself elsewhere is refused while the request is in it.
+		go func() { done <- req.Run(func() error { return nil }) }()
+		assert.ErrorIs(t, <-done, contextvars.ErrAlreadyEntered, "why RunFrom copies")
+		return nil
+	}))
+
+	assert.ErrorIs(t, contextvars.RunFrom(context.Background(), func() error { return nil }), contextvars.ErrNoContext)
+	assert.EqualError(t, contextvars.RunFrom(nil, func() error { return nil }), "contextvars: nil context.Context") //nolint:staticcheck
+	assert.EqualError(t, contextvars.RunFrom(ctx, nil), "contextvars: nil func")
+}
+
+func TestLookup(t *testing.T) {
+	n := contextvars.NewVarWithDefault("n", 7)
+	isolated(t, func() {
+		got, ok := contextvars.Lookup(n)
+		assert.False(t, ok, "Lookup ignores the default")
+		assert.Nil(t, got)
+		n.Set(3)
+		got, ok = contextvars.Lookup(n)
+		assert.True(t, ok)
+		assert.Equal(t, 3, got)
+	})
+	var nilVar *contextvars.Var[int]
+	_, ok := contextvars.Lookup(nilVar)
+	assert.False(t, ok, "Lookup(nil *Var)")
+	_, ok = contextvars.Lookup(nil)
+	assert.False(t, ok, "Lookup(nil)")
+}
