@@ -29,17 +29,23 @@ package contextvars
 // owner reads or writes its other fields; the compare-and-swaps order one
 // owner's writes before the next owner's.
 //
-// A lookup is a goroutine looking for its own id: from the id's home slot to
-// the first nil slot, the gstate whose owner is the id. Slots go from nil to
-// non-nil and never back, and a goroutine claims only along its own probe
-// path, so a goroutine always finds its own gstate before any nil slot.
+// A goroutine claims the first free gstate or nil slot on its probe path,
+// within maxProbe slots of its home, and raises the table's maxDist to that
+// distance if it is farther. A lookup is a goroutine looking for its own
+// id: from the id's home slot, as far as maxDist or to the first nil slot,
+// the gstate whose owner is the id. Slots go from nil to non-nil and never
+// back, and maxDist never falls, so a goroutine always finds its own gstate.
+// Since free gstates stay, a table fills up with them and nil slots become
+// rare; maxDist, not nil slots, keeps a lookup that misses short.
 //
 // # Growing a table
 //
-// When a table is half full its shard builds a bigger one, under the shard's
-// mutex (registration and lookups take no lock). It first freezes every slot
+// When a goroutine finds nothing free within maxProbe of its home, its
+// shard builds a table sized for the gstates in use, under the shard's
+// mutex (registration and lookups take no lock); sweeps rebuild tables the
+// same way, leaving dead goroutines' gstates out. It first freezes every slot
 // of the old table: a nil slot becomes frozenSlot, a free gstate's owner
-// becomes ownerMoved (so it can no longer be claimed; it is left behind), and
+// becomes ownerMoved (so it can no longer be claimed; it goes to statePool), and
 // a claimed gstate's owner gets ownerMoved added, so that its goroutine cannot
 // free it meanwhile. Each step is a compare-and-swap, so a claim or a free
 // either happened before it (and the grower sees it) or fails after it. The
@@ -176,12 +182,18 @@ const (
 	shardBits = 6
 	numShards = 1 << shardBits
 
-	// minTable is the fewest slots of a shard's table. A table is rebuilt
-	// when half its slots have been used, and states of goroutines that
-	// come and go keep taking nil slots, so a small table would be rebuilt
-	// every few goroutines; 64 slots (per shard: 32 KiB in all) spread
-	// that cost over at least 32 minus the goroutines alive.
-	minTable = 64
+	// minTable is the fewest slots of a shard's table: 32, so that the
+	// states left in a table (they stay for reuse) come to at most 2,048
+	// in all, 384 KiB, in a process that never has more goroutines in
+	// the package at once than the tables started with.
+	minTable = 32
+
+	// maxProbe is the farthest from its home slot that a goroutine claims
+	// a state; a claim that finds nothing free so close grows the table.
+	// It bounds a lookup that misses (a goroutine with no state) to
+	// maxProbe+1 slots, as nil slots no longer end probes once every slot
+	// holds a state.
+	maxProbe = 16
 
 	// minSweep is the fewest implicit entries that make a sweep due (C in
 	// the rule of the file comment). It is small because the rest of the
@@ -244,8 +256,12 @@ type shard struct {
 type gtable struct {
 	shift uint // 64 - log2(len(slots))
 	mask  uint64
-	used  atomic.Int64 // slots that are not nil
-	slots []atomic.Pointer[gstate]
+	// maxDist is the farthest from its home slot that a state has been
+	// claimed in this table: a goroutine's own state is never farther,
+	// so a lookup looks no farther. It only grows, and a goroutine raises
+	// it before it next looks itself up.
+	maxDist atomic.Int64
+	slots   []atomic.Pointer[gstate]
 }
 
 // frozenSlot stands in a nil slot of a table that is being replaced.
@@ -299,7 +315,8 @@ func (r *registry) lookupSlow(id uint64) *gstate {
 // find probes t for the state owned by id, whose hash is h. growing reports
 // that t is being replaced and the answer may be wrong.
 func (t *gtable) find(h, id uint64) (gs *gstate, growing bool) {
-	for i := t.home(h); ; i = (i + 1) & t.mask {
+	i := t.home(h)
+	for range t.maxDist.Load() + 1 {
 		gs := t.slots[i].Load()
 		switch {
 		case gs == nil:
@@ -310,7 +327,9 @@ func (t *gtable) find(h, id uint64) (gs *gstate, growing bool) {
 		if o := atomic.LoadUint64(&gs.owner); o&ownerIDMask == id {
 			return gs, o&ownerMoved != 0
 		}
+		i = (i + 1) & t.mask
 	}
+	return nil, false
 }
 
 // waitGrowth returns once the shard's table is not being replaced.
@@ -352,9 +371,6 @@ func (r *registry) acquire(id uint64, implicit bool) *gstate {
 			r.free(gs, owner)
 			continue
 		}
-		if how == claimedNil && 2*t.used.Add(1) > int64(len(t.slots)) {
-			s.grow(t)
-		}
 		if implicit && r.implicit.Add(1) >= r.sweepAt.Load() {
 			r.maybeSweep()
 		}
@@ -390,28 +406,36 @@ const (
 	full               // no room: grow the table, then probe again
 )
 
-// acquire probes t from h's home slot to the first nil slot for the state
-// owned by owner's id. If there is none, it claims for owner the first free
-// state it passed, or else the nil slot, with one compare-and-swap.
+// acquire looks in t, from h's home slot on, for the state owned by
+// owner's id: as far as t.maxDist, or to the first nil slot. If there is
+// none, it claims for owner, with one compare-and-swap, the first free state
+// or nil slot it passed or comes to within maxProbe of the home slot, and
+// raises t.maxDist to its distance.
 func (t *gtable) acquire(h, owner uint64) (gs *gstate, how int) {
 	id := owner & ownerIDMask
+	limit := t.maxDist.Load()
 	var free *gstate
+	var freeDist int64
 	i := t.home(h)
-	for range len(t.slots) {
+	for d := int64(0); d < int64(len(t.slots)) && d <= max(limit, maxProbe); d++ {
+		if free != nil && d > limit {
+			break // past where our own state could be
+		}
 		slot := &t.slots[i]
 		gs := slot.Load()
-		switch {
-		case gs == nil:
+		if gs == nil {
 			if free != nil {
-				return claimFree(free, owner)
+				break // no state of ours beyond a nil slot
 			}
 			gs = newState(owner)
-			if slot.CompareAndSwap(nil, gs) {
-				return gs, claimedNil
+			if !slot.CompareAndSwap(nil, gs) {
+				statePool.Put(gs)
+				return nil, retry
 			}
-			statePool.Put(gs)
-			return nil, retry
-		case gs == frozenSlot:
+			t.raiseMaxDist(d)
+			return gs, claimedNil
+		}
+		if gs == frozenSlot {
 			return nil, growing
 		}
 		switch o := atomic.LoadUint64(&gs.owner); {
@@ -421,26 +445,28 @@ func (t *gtable) acquire(h, owner uint64) (gs *gstate, how int) {
 			}
 			return gs, found
 		case o == 0:
-			if free == nil {
-				free = gs
+			if free == nil && d <= maxProbe {
+				free, freeDist = gs, d
 			}
 		case o == ownerMoved:
 			return nil, growing
 		}
 		i = (i + 1) & t.mask
 	}
-	if free != nil {
-		return claimFree(free, owner)
+	if free == nil {
+		return nil, full
 	}
-	return nil, full
+	if !atomic.CompareAndSwapUint64(&free.owner, 0, owner) {
+		return nil, retry
+	}
+	t.raiseMaxDist(freeDist)
+	return free, claimedFree
 }
 
-// claimFree claims gs, which was free, for owner.
-func claimFree(gs *gstate, owner uint64) (*gstate, int) {
-	if atomic.CompareAndSwapUint64(&gs.owner, 0, owner) {
-		return gs, claimedFree
+// raiseMaxDist makes t.maxDist at least d.
+func (t *gtable) raiseMaxDist(d int64) {
+	for m := t.maxDist.Load(); d > m && !t.maxDist.CompareAndSwap(m, d); m = t.maxDist.Load() {
 	}
-	return nil, retry
 }
 
 // free gives up gs, whose owner is owner (the calling goroutine).
@@ -517,15 +543,17 @@ func (s *shard) rebuildLocked(drop func(gs *gstate, owner uint64) bool) (dropped
 		size *= 2
 	}
 	t := newTable(size)
+	var maxDist int64
 	for _, gs := range kept {
 		h := idHash(atomic.LoadUint64(&gs.owner) & ownerIDMask)
-		i := t.home(h)
+		i, d := t.home(h), int64(0)
 		for t.slots[i].Load() != nil {
-			i = (i + 1) & t.mask
+			i, d = (i+1)&t.mask, d+1
 		}
 		t.slots[i].Store(gs)
+		maxDist = max(maxDist, d)
 	}
-	t.used.Store(int64(len(kept)))
+	t.maxDist.Store(maxDist)
 	s.table.Store(t)
 	for _, gs := range kept {
 		atomic.AndUint64(&gs.owner, ^uint64(ownerMoved))
