@@ -20,6 +20,8 @@ import (
 // but [New] or [CopyContext] say what is meant. A Context must not be copied
 // by value.
 type Context struct {
+	_ noCopy
+
 	// root is the trie of bindings. It is always safe to load, and stored
 	// only by the goroutine inside c.Run (or, for a goroutine's implicit
 	// context, by that goroutine). The store synchronizes before any load
@@ -51,6 +53,16 @@ type Context struct {
 // most one goroutine has c current at any time, and only it writes c.root;
 // the release of the flag synchronizes before the next entrant's
 // compare-and-swap, so the next owner sees every write of the last.
+
+// noCopy makes go vet's copylocks check report a Context, Var or Token
+// copied by value (as sync's types do): a copy of a Token could undo its Set
+// twice, a copy of a Context would share its ownership flag with nothing. It
+// is the first field of each, where a zero-size field takes no room.
+type noCopy struct{}
+
+// Lock and Unlock are what copylocks looks for; they do nothing.
+func (*noCopy) Lock()   {}
+func (*noCopy) Unlock() {}
 
 // enteredBit is the ownership flag in Context.state.
 const enteredBit = 1 << 63

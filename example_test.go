@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"sync"
 
 	"golang.org/x/sync/errgroup"
@@ -249,4 +250,31 @@ func ExampleRunFrom() {
 	})
 	// Output:
 	// hook runs for alice
+}
+
+// This example demonstrates Pull: iter.Pull runs a sequence on a goroutine
+// of its own, which would start with an empty context; Pull runs it in a
+// copy of the caller's.
+func ExamplePull() {
+	unit := contextvars.NewVarWithDefault("unit", "m")
+	lengths := func(yield func(string) bool) {
+		for _, n := range []int{3, 5} {
+			u, _ := unit.Get()
+			if !yield(fmt.Sprint(n, u)) {
+				return
+			}
+		}
+	}
+	_ = contextvars.New().Run(func() error {
+		unit.Set("km")
+		next, stop := contextvars.Pull(iter.Seq[string](lengths))
+		defer stop()
+		for s, ok := next(); ok; s, ok = next() {
+			fmt.Println(s)
+		}
+		return nil
+	})
+	// Output:
+	// 3km
+	// 5km
 }

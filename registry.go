@@ -212,14 +212,14 @@ const (
 )
 
 // reg is the registry of goroutine states.
-var reg = newRegistry()
+// It is a variable, not a pointer, so that a lookup finds a shard at a
+// fixed address.
+var reg registry
 
-func newRegistry() *registry {
-	r := new(registry)
-	for i := range r.shards {
-		r.shards[i].table.Store(newTable(minTable))
+func init() {
+	for i := range reg.shards {
+		reg.shards[i].table.Store(newTable(minTable))
 	}
-	return r
 }
 
 // registry is the set of shards and the sweep's state; see the file comment.
@@ -281,7 +281,8 @@ func newTable(size int) *gtable {
 func idHash(id uint64) uint64 { return id * 0x9e3779b97f4a7c15 }
 
 // home returns the first slot to probe for hash h.
-func (t *gtable) home(h uint64) uint64 { return (h << shardBits) >> t.shift }
+// (The shift is masked to tell the compiler it is below 64.)
+func (t *gtable) home(h uint64) uint64 { return (h << shardBits) >> (t.shift & 63) }
 
 // atHome returns the state of the goroutine with id if it is in its home
 // slot, else nil: the fast path of a lookup, small enough to inline. A
@@ -606,25 +607,35 @@ func (r *registry) onTimer() {
 	r.checkLocked()
 }
 
-// sweepLocked drops the implicit entries of goroutines that have exited and
-// reports whether its traceback fit; see the file comment. r.sweepMu must be
-// held.
-func (r *registry) sweepLocked() bool {
-	// The candidates, taken before the listing.
-	cands := make(map[uint64]struct{})
+// eachOwner calls fn with the owner word of each state in use, each shard
+// under its mutex, so that no growth moves states meanwhile.
+func (r *registry) eachOwner(fn func(owner uint64)) {
 	for i := range r.shards {
 		s := &r.shards[i]
 		s.mu.Lock()
 		t := s.table.Load()
 		for j := range t.slots {
 			if gs := t.slots[j].Load(); gs != nil {
-				if o := atomic.LoadUint64(&gs.owner); o&ownerImplicit != 0 && o&ownerMoved == 0 {
-					cands[o&ownerIDMask] = struct{}{}
+				if o := atomic.LoadUint64(&gs.owner); o != 0 && o&ownerMoved == 0 {
+					fn(o)
 				}
 			}
 		}
 		s.mu.Unlock()
 	}
+}
+
+// sweepLocked drops the implicit entries of goroutines that have exited and
+// reports whether its traceback fit; see the file comment. r.sweepMu must be
+// held.
+func (r *registry) sweepLocked() bool {
+	// The candidates, taken before the listing.
+	cands := make(map[uint64]struct{})
+	r.eachOwner(func(owner uint64) {
+		if owner&ownerImplicit != 0 {
+			cands[owner&ownerIDMask] = struct{}{}
+		}
+	})
 	if len(cands) == 0 {
 		return true
 	}

@@ -15,22 +15,12 @@ import (
 // registryEntries returns the number of goroutine states in use, and how
 // many of them hold implicit contexts.
 func registryEntries() (all, implicit int) {
-	for i := range reg.shards {
-		s := &reg.shards[i]
-		s.mu.Lock()
-		t := s.table.Load()
-		for j := range t.slots {
-			if gs := t.slots[j].Load(); gs != nil {
-				if o := atomic.LoadUint64(&gs.owner); o != 0 && o&ownerMoved == 0 {
-					all++
-					if o&ownerImplicit != 0 {
-						implicit++
-					}
-				}
-			}
+	reg.eachOwner(func(owner uint64) {
+		all++
+		if owner&ownerImplicit != 0 {
+			implicit++
 		}
-		s.mu.Unlock()
-	}
+	})
 	return all, implicit
 }
 

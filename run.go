@@ -126,9 +126,11 @@ func newImplicit() *gstate {
 // trie.
 func currentLeaf(k *varCore) *node {
 	gs := state()
-	if gs == nil || gs.current == nil {
+	if gs == nil {
 		return nil
 	}
+	// A goroutine that finds its state has a current context: it is
+	// inside a Run or holds an implicit context (see registry.go).
 	root := gs.current.root.Load()
 	if root == nil || root.key != nil {
 		return root.get(k)

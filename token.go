@@ -13,6 +13,8 @@ import (
 // Tokens are made only by Var.Set; a zero Token is refused by Reset with
 // [ErrNilToken]. A Token's methods may be called from any goroutine.
 type Token[T any] struct {
+	_ noCopy // first: b stays at offset 0 (see binding)
+
 	// b is the binding Set made. Where the var's info says tokenIsBinding
 	// (T holds no pointers and is small), b is the very binding Set put
 	// into the trie, so that a Set allocates once; else b holds no value,

@@ -35,6 +35,7 @@ var _ Key = (*Var[int])(nil)
 // from any goroutine. The zero Var is a var with an empty name and no default,
 // usable but slower in large contexts than one made by [NewVar]; prefer NewVar.
 type Var[T any] struct {
+	_      noCopy
 	c      varCore
 	def    T
 	hasDef bool
