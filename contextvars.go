@@ -103,7 +103,10 @@
 // "contextvars: ".
 package contextvars
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 var (
 	// ErrAlreadyEntered is returned by [Context.Run] and [Call] when the
@@ -157,6 +160,12 @@ func (e *cvError) Unwrap() error { return e.sentinel }
 // entered, wrapping ErrAlreadyEntered.
 func errAlreadyEntered(c *Context) error {
 	return &cvError{ErrAlreadyEntered, "contextvars: cannot enter context: " + c.String() + " is already entered"}
+}
+
+// tokenError returns CPython's message for a refused Reset, wrapping
+// sentinel.
+func tokenError(sentinel error, t fmt.Stringer, what string) error {
+	return &cvError{sentinel, "contextvars: " + t.String() + " " + what}
 }
 
 // errNilTokenf returns an error wrapping ErrNilToken that says what was nil.

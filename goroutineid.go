@@ -13,7 +13,7 @@ package contextvars
 // would catch it: TestGoroutineID_matchesStack (our id equals the one
 // runtime.Stack prints, on many goroutines) and TestGoroutineID_distinct
 // (live goroutines have distinct ids). The runtime never reuses a goroutine
-// id within a process, which run.go relies on; pprof labels are untouched.
+// id within a process, which registry.go relies on; pprof labels are untouched.
 
 import "github.com/petermattis/goid"
 

@@ -18,10 +18,11 @@ import (
 // store of a pointer is an XCHG, a tenth of their cost.
 //
 // The zero rootPtr holds nil. Load may be called from any goroutine; Store
-// only by the goroutine that owns the context (see run.go); rootOf only for
-// a context that no other goroutine can see yet. A context reaches another
-// goroutine only through a synchronizing operation (a channel, a mutex, go),
-// which orders rootOf's plain store before any Load there.
+// only by the goroutine that owns the context (see "Ownership" in
+// context.go); rootOf only for a context that no other goroutine can see
+// yet. A context reaches another goroutine only through a synchronizing
+// operation (a channel, a mutex, go), which orders rootOf's plain store
+// before any Load there.
 type rootPtr struct {
 	p unsafe.Pointer // *node
 }

@@ -267,12 +267,6 @@ func (v *Var[T]) init(name string) {
 	v.c.info.Store(newInfo(v))
 }
 
-// tokenError returns CPython's message for a refused Reset, wrapping
-// sentinel.
-func tokenError(sentinel error, t fmt.Stringer, what string) error {
-	return &cvError{sentinel, "contextvars: " + t.String() + " " + what}
-}
-
 // core returns v's key identity, or nil for a nil *Var.
 func (v *Var[T]) core() *varCore {
 	if v == nil {
