@@ -54,16 +54,6 @@ type Context struct {
 // the release of the flag synchronizes before the next entrant's
 // compare-and-swap, so the next owner sees every write of the last.
 
-// noCopy makes go vet's copylocks check report a Context, Var or Token
-// copied by value (as sync's types do): a copy of a Token could undo its Set
-// twice, a copy of a Context would share its ownership flag with nothing. It
-// is the first field of each, where a zero-size field takes no room.
-type noCopy struct{}
-
-// Lock and Unlock are what copylocks looks for; they do nothing.
-func (*noCopy) Lock()   {}
-func (*noCopy) Unlock() {}
-
 // enteredBit is the ownership flag in Context.state.
 const enteredBit = 1 << 63
 
@@ -233,3 +223,13 @@ func (c *Context) snapshot() *node {
 // info is set before any binding of it exists (see varCore).
 func (l *node) varKey() Key { return l.key.info.Load().key }
 func (l *node) value() any  { return l.key.info.Load().value(l) }
+
+// noCopy makes go vet's copylocks check report a Context, Var or Token
+// copied by value (as sync's types do): a copy of a Token could undo its Set
+// twice, a copy of a Context would share its ownership flag with nothing. It
+// is the first field of each, where a zero-size field takes no room.
+type noCopy struct{}
+
+// Lock and Unlock are what copylocks looks for; they do nothing.
+func (*noCopy) Lock()   {}
+func (*noCopy) Unlock() {}

@@ -1,7 +1,7 @@
 package contextvars
 
-// This file holds Run, Call and Go, and how a goroutine enters and leaves a
-// context: which context is current on the calling goroutine, kept in its
+// This file holds Run and Call (Go, which runs its fn in a Run, is in
+// contextvars.go), and how a goroutine enters and leaves a context: which context is current on the calling goroutine, kept in its
 // state in the registry (registry.go). Who may enter a context is the
 // ownership flag's business (context.go).
 
