@@ -188,8 +188,9 @@ func TestContext_Run_recursive(t *testing.T) {
 	assert.NoError(t, c.Run(func() error { return nil }), "c can be entered again afterwards")
 }
 
-// test_context_getset_1
-func TestContext_getset1(t *testing.T) {
+// TestVar_setResetAndCopies ports test_context_getset_1: Set, Reset and
+// their tokens, and copies taken between them that do not change.
+func TestVar_setResetAndCopies(t *testing.T) {
 	isolated(t, func() {
 		c := contextvars.NewVar[any]("c")
 		_, ok := c.Get()
@@ -240,8 +241,8 @@ func TestContext_getset1(t *testing.T) {
 	})
 }
 
-// test_context_getset_2
-func TestContext_getset2(t *testing.T) {
+// TestVar_Reset_tokenOfAnotherVar ports test_context_getset_2.
+func TestVar_Reset_tokenOfAnotherVar(t *testing.T) {
 	isolated(t, func() {
 		v1 := contextvars.NewVar[int]("v1")
 		v2 := contextvars.NewVar[int]("v2")
@@ -255,8 +256,9 @@ func TestContext_getset2(t *testing.T) {
 	})
 }
 
-// test_context_getset_3
-func TestContext_getset3(t *testing.T) {
+// TestVar_setInRunShowsInContext ports test_context_getset_3: a Set and
+// its Reset inside Run show in the context's reads.
+func TestVar_setInRunShowsInContext(t *testing.T) {
 	isolated(t, func() {
 		c := contextvars.NewVarWithDefault("c", 42)
 		ctx := contextvars.New()
@@ -283,8 +285,8 @@ func TestContext_getset3(t *testing.T) {
 	})
 }
 
-// test_context_getset_4
-func TestContext_getset4(t *testing.T) {
+// TestVar_Reset_tokenOfAnotherContext ports test_context_getset_4.
+func TestVar_Reset_tokenOfAnotherContext(t *testing.T) {
 	isolated(t, func() {
 		c := contextvars.NewVarWithDefault("c", 42)
 		ctx := contextvars.New()
@@ -297,8 +299,9 @@ func TestContext_getset4(t *testing.T) {
 	})
 }
 
-// test_context_getset_5
-func TestContext_getset5(t *testing.T) {
+// TestVar_setInCopyLeavesCaller ports test_context_getset_5: a mutable
+// value set again in a copied context does not change the caller's.
+func TestVar_setInCopyLeavesCaller(t *testing.T) {
 	isolated(t, func() {
 		c := contextvars.NewVarWithDefault("c", []int{42})
 		c.Set([]int{})
