@@ -435,149 +435,41 @@ func (n *node) walk(yield func(*node) bool) bool {
 // (zero Vars all hash to 0) gets a type made at run time (bigInner).
 func newInner(bitmap uint32, size int32, nkids int) *node {
 	var n *node
-	if nkids < len(innerBySize) {
-		n = innerBySize[nkids]()
-	} else {
+	switch {
+	case nkids <= 1:
+		n = innerAlloc[0]()
+	case nkids <= 32:
+		n = innerAlloc[(nkids+1)/2]() // the even number of slots at or above nkids
+	default:
 		n = bigInner(nkids)
 	}
 	n.word = uint64(bitmap) | uint64(uint32(size))<<32
 	return n
 }
 
-// innerBySize[k] allocates a node with room for k kids.
-var innerBySize = [33]func() *node{
-	0:  innerAlloc[0],
-	1:  innerAlloc[0],
-	2:  innerAlloc[1],
-	3:  innerAlloc[2],
-	4:  innerAlloc[2],
-	5:  innerAlloc[3],
-	6:  innerAlloc[3],
-	7:  innerAlloc[4],
-	8:  innerAlloc[4],
-	9:  innerAlloc[5],
-	10: innerAlloc[5],
-	11: innerAlloc[6],
-	12: innerAlloc[6],
-	13: innerAlloc[7],
-	14: innerAlloc[7],
-	15: innerAlloc[8],
-	16: innerAlloc[8],
-	17: innerAlloc[9],
-	18: innerAlloc[9],
-	19: innerAlloc[10],
-	20: innerAlloc[10],
-	21: innerAlloc[11],
-	22: innerAlloc[11],
-	23: innerAlloc[12],
-	24: innerAlloc[12],
-	25: innerAlloc[13],
-	26: innerAlloc[13],
-	27: innerAlloc[14],
-	28: innerAlloc[14],
-	29: innerAlloc[15],
-	30: innerAlloc[15],
-	31: innerAlloc[16],
-	32: innerAlloc[16],
-}
-
-// innerAlloc allocates the node types below, smallest first.
+// innerAlloc allocates nodes with room for 1, 2, 4, 6, ... 32 kids.
 var innerAlloc = [...]func() *node{
-	func() *node { return &new(inner1).n },
-	func() *node { return &new(inner2).n },
-	func() *node { return &new(inner4).n },
-	func() *node { return &new(inner6).n },
-	func() *node { return &new(inner8).n },
-	func() *node { return &new(inner10).n },
-	func() *node { return &new(inner12).n },
-	func() *node { return &new(inner14).n },
-	func() *node { return &new(inner16).n },
-	func() *node { return &new(inner18).n },
-	func() *node { return &new(inner20).n },
-	func() *node { return &new(inner22).n },
-	func() *node { return &new(inner24).n },
-	func() *node { return &new(inner26).n },
-	func() *node { return &new(inner28).n },
-	func() *node { return &new(inner30).n },
-	func() *node { return &new(inner32).n },
+	allocInner[[1]*node], allocInner[[2]*node], allocInner[[4]*node], allocInner[[6]*node],
+	allocInner[[8]*node], allocInner[[10]*node], allocInner[[12]*node], allocInner[[14]*node],
+	allocInner[[16]*node], allocInner[[18]*node], allocInner[[20]*node], allocInner[[22]*node],
+	allocInner[[24]*node], allocInner[[26]*node], allocInner[[28]*node], allocInner[[30]*node],
+	allocInner[[32]*node],
 }
 
-// The node types of newInner, by number of kid slots. Each is a node with
-// its kids array right after it, where kids looks for them: the array
-// starts at offset unsafe.Sizeof(node{}), as init checks.
-type (
-	inner1 struct {
-		n node
-		a [1]*node
-	}
-	inner2 struct {
-		n node
-		a [2]*node
-	}
-	inner4 struct {
-		n node
-		a [4]*node
-	}
-	inner6 struct {
-		n node
-		a [6]*node
-	}
-	inner8 struct {
-		n node
-		a [8]*node
-	}
-	inner10 struct {
-		n node
-		a [10]*node
-	}
-	inner12 struct {
-		n node
-		a [12]*node
-	}
-	inner14 struct {
-		n node
-		a [14]*node
-	}
-	inner16 struct {
-		n node
-		a [16]*node
-	}
-	inner18 struct {
-		n node
-		a [18]*node
-	}
-	inner20 struct {
-		n node
-		a [20]*node
-	}
-	inner22 struct {
-		n node
-		a [22]*node
-	}
-	inner24 struct {
-		n node
-		a [24]*node
-	}
-	inner26 struct {
-		n node
-		a [26]*node
-	}
-	inner28 struct {
-		n node
-		a [28]*node
-	}
-	inner30 struct {
-		n node
-		a [30]*node
-	}
-	inner32 struct {
-		n node
-		a [32]*node
-	}
-)
+// withKids is an inner node with its kids array A (a [k]*node) right after
+// it, where kids looks for them: the array starts at offset
+// unsafe.Sizeof(node{}), as init checks.
+type withKids[A any] struct {
+	n node
+	a A
+}
+
+// allocInner allocates a withKids[A] and returns its node.
+func allocInner[A any]() *node { return &new(withKids[A]).n }
 
 func init() {
-	if unsafe.Offsetof(inner1{}.a) != unsafe.Sizeof(node{}) || unsafe.Offsetof(inner32{}.a) != unsafe.Sizeof(node{}) {
+	if unsafe.Offsetof(withKids[[1]*node]{}.a) != unsafe.Sizeof(node{}) ||
+		unsafe.Offsetof(withKids[[32]*node]{}.a) != unsafe.Sizeof(node{}) {
 		panic("contextvars: a node's kids do not follow it")
 	}
 }
@@ -587,7 +479,7 @@ var bigTypes sync.Map // int -> reflect.Type
 
 // bigInner allocates a node with room for k > 32 kids, for collision nodes
 // of many zero Vars: a struct of a node and a [k']*node, k' the power of two
-// at or above k, with the layout of the innerN types.
+// at or above k, with the layout of withKids.
 func bigInner(k int) *node {
 	slots := 1 << bits.Len(uint(k-1))
 	t, ok := bigTypes.Load(slots)
