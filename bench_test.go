@@ -355,7 +355,7 @@ func trieOf(n int) (*node, []*varCore) {
 // coreHasher hashes vars' cores for immutable.Map.
 type coreHasher struct{}
 
-func (coreHasher) Hash(k *varCore) uint32   { return uint32(k.hash) }
+func (coreHasher) Hash(k *varCore) uint32   { return uint32(k.hash()) }
 func (coreHasher) Equal(a, b *varCore) bool { return a == b }
 
 // immutableOf returns an immutable.Map binding keys[i] to i.

@@ -16,13 +16,13 @@ package contextvars
 //
 // A key is a var's *varCore. Its hash is fixed when the var is made: a global
 // counter run through the SplitMix64 finalizer (see var.go). The finalizer is
-// a bijection on uint64, so two vars made by NewVar never share a hash and the
-// trie needs no collision handling in practice. It is not the var's name (two
+// a bijection on uint64, so no two vars share a hash (a zero Var takes its
+// hash at its first Set) and the trie needs no collision handling in
+// practice. It is not the var's name (two
 // vars may share a name and must stay distinct) nor its address (Go's
 // collector moves no objects today, but a hash tied to an address would break
-// the trie if it ever did). Collision nodes still exist, for zero Vars (hash
-// 0) and for the tests, which force all-zero and few-bit hashes to exercise
-// them.
+// the trie if it ever did). Collision nodes are kept for completeness, and
+// the tests force all-zero and few-bit hashes to exercise them.
 //
 // # Node kinds
 //
@@ -68,8 +68,6 @@ package contextvars
 
 import (
 	"math/bits"
-	"reflect"
-	"sync"
 	"unsafe"
 )
 
@@ -149,9 +147,9 @@ func (n *node) kid(i int) *node {
 // hash returns the hash shared by every key beneath a leaf or collision node.
 func (n *node) hash() uint64 {
 	if n.key != nil {
-		return n.key.hash
+		return n.key.hash()
 	}
-	return n.kid(0).key.hash
+	return n.kid(0).key.hash()
 }
 
 // len returns the number of bindings in the map rooted at n.
@@ -183,7 +181,7 @@ func (n *node) get(k *varCore) *node {
 //
 //go:noinline
 func (n *node) find(k *varCore) *node {
-	h := k.hash
+	h := k.hash()
 	// n is inner, so its word is its bitmap and size; a kid's is read only
 	// once its key says it is no leaf (see node).
 	for bm := n.bitmap(); bm != 0; bm = n.bitmap() {
@@ -223,7 +221,7 @@ func (n *node) set(l *node, shift uint) (root, replaced *node) {
 // flatMax vars is one flat list, whatever their hashes, so that a Set in it
 // copies one small node, never a path of two or three.
 func (n *node) setFlat(l *node) (root, replaced *node) {
-	if n.key != nil || n.size() < flatMax || n.allHash(l.key.hash) || n.holds(l.key) {
+	if n.key != nil || n.size() < flatMax || n.allHash(l.key.hash()) || n.holds(l.key) {
 		return n.setList(l)
 	}
 	// One var too many for a flat root: rebuild it as a trie.
@@ -269,7 +267,7 @@ func (n *node) holds(k *varCore) bool {
 // allHash reports whether every leaf of list node n has hash h.
 func (n *node) allHash(h uint64) bool {
 	for _, k := range n.kids() {
-		if k.key.hash != h {
+		if k.key.hash() != h {
 			return false
 		}
 	}
@@ -284,13 +282,13 @@ func (n *node) setHashed(l *node, shift uint) (root, replaced *node) {
 	}
 	if !n.isBitmap() { // leaf or collision node
 		h := n.hash()
-		if h != l.key.hash {
-			return merge(n, h, l, l.key.hash, shift), nil
+		if h != l.key.hash() {
+			return merge(n, h, l, l.key.hash(), shift), nil
 		}
 		return n.setList(l)
 	}
 
-	bit := uint32(1) << ((l.key.hash >> shift) & levelMask)
+	bit := uint32(1) << ((l.key.hash() >> shift) & levelMask)
 	i := bits.OnesCount32(n.bitmap() & (bit - 1))
 	if n.bitmap()&bit == 0 {
 		return n.cloneInsert(i, l, bit), nil
@@ -348,7 +346,7 @@ func (n *node) delete(k *varCore, shift uint) (root, removed *node) {
 		return n, nil
 	}
 
-	bit := uint32(1) << ((k.hash >> shift) & levelMask)
+	bit := uint32(1) << ((k.hash() >> shift) & levelMask)
 	if n.bitmap()&bit == 0 {
 		return n, nil
 	}
@@ -432,7 +430,7 @@ func (n *node) walk(yield func(*node) bool) bool {
 // kid: 24, 32, 48, 64, 80, ... 256 bytes), so an allocation carries at most
 // one unused slot; nodes of 31 and 32 kids (272 bytes) also leave 16 bytes
 // of their 288-byte class unused. A collision node of more than 32 leaves
-// (zero Vars all hash to 0) gets a type made at run time (bigInner).
+// (only the tests make one) gets a bigger array (bigInner).
 func newInner(bitmap uint32, size int32, nkids int) *node {
 	var n *node
 	switch {
@@ -474,24 +472,19 @@ func init() {
 	}
 }
 
-// bigTypes caches the types bigInner makes, by number of kid slots.
-var bigTypes sync.Map // int -> reflect.Type
-
-// bigInner allocates a node with room for k > 32 kids, for collision nodes
-// of many zero Vars: a struct of a node and a [k']*node, k' the power of two
-// at or above k, with the layout of withKids.
+// bigInner allocates a node with room for k > 32 kids. Only a collision
+// node gets so big, and only keys made to share a hash share one: every Var
+// has a hash of its own (nextHash; a zero Var gets one at its first Set), so
+// the package's tries never hold a collision node. The trie's tests make
+// them, of up to 200 keys.
 func bigInner(k int) *node {
-	slots := 1 << bits.Len(uint(k-1))
-	t, ok := bigTypes.Load(slots)
-	if !ok {
-		st := reflect.StructOf([]reflect.StructField{
-			{Name: "N", Type: reflect.TypeFor[node]()},
-			{Name: "A", Type: reflect.ArrayOf(slots, reflect.TypeFor[*node]())},
-		})
-		if st.Field(1).Offset != unsafe.Sizeof(node{}) {
-			panic("contextvars: a node's kids do not follow it")
-		}
-		t, _ = bigTypes.LoadOrStore(slots, st)
+	switch {
+	case k <= 64:
+		return allocInner[[64]*node]()
+	case k <= 128:
+		return allocInner[[128]*node]()
+	case k <= 256:
+		return allocInner[[256]*node]()
 	}
-	return (*node)(reflect.New(t.(reflect.Type)).UnsafePointer())
+	panic("contextvars: internal error: a collision node of more than 256 keys")
 }

@@ -33,7 +33,7 @@ var hashers = []struct {
 func keyset(n int, hash func(int) uint64) []*varCore {
 	ks := make([]*varCore, n)
 	for i := range ks {
-		ks[i] = &varCore{hash: hash(i), name: string(rune('a' + i%26))}
+		ks[i] = coreWithHash(hash(i), string(rune('a'+i%26)))
 	}
 	return ks
 }
@@ -64,8 +64,8 @@ func validate(t *testing.T, n *node, shift uint, prefix uint64) int {
 	}
 	switch {
 	case n.key != nil:
-		if n.key.hash&mask != prefix&mask {
-			t.Fatalf("leaf %x on the path of %x at shift %d", n.key.hash, prefix, shift)
+		if n.key.hash()&mask != prefix&mask {
+			t.Fatalf("leaf %x on the path of %x at shift %d", n.key.hash(), prefix, shift)
 		}
 		return 1
 	case n.bitmap() == 0:
@@ -78,11 +78,11 @@ func validate(t *testing.T, n *node, shift uint, prefix uint64) int {
 		// list is a collision node, all of one hash.
 		flat := shift == 0 && len(kids) <= flatMax
 		for _, l := range kids {
-			if l == nil || l.key == nil || !flat && l.key.hash != kids[0].key.hash {
+			if l == nil || l.key == nil || !flat && l.key.hash() != kids[0].key.hash() {
 				t.Fatalf("collision node holds a nil, a non-leaf or two hashes")
 			}
 		}
-		if kids[0].key.hash&mask != prefix&mask {
+		if kids[0].key.hash()&mask != prefix&mask {
 			t.Fatalf("collision node on the wrong path")
 		}
 		return len(kids)
@@ -286,9 +286,9 @@ func TestHAMT_stress(t *testing.T) {
 //	bitmap(0) -> bitmap(0) -> ... 12 levels ... -> bitmap{0: collision(a, c), 1: b}
 func TestHAMT_collisionDeepest(t *testing.T) {
 	const top = uint64(1) << 63
-	a := &varCore{hash: 0}
-	b := &varCore{hash: top}
-	c := &varCore{hash: 0}
+	a := coreWithHash(0)
+	b := coreWithHash(top)
+	c := coreWithHash(0)
 	var root *node
 	for i, k := range []*varCore{a, b, c} {
 		root, _ = root.setHashed(leafOf(k, i), 0)
@@ -320,9 +320,9 @@ func TestHAMT_collisionDeepest(t *testing.T) {
 //	hashes 0b00001, 0b00010, 0b100001 (= 1 | 1<<5):
 //	bitmap{1: bitmap{0: k1, 1: k3}, 2: k2}
 func TestHAMT_shapes(t *testing.T) {
-	k1 := &varCore{hash: 0b1}
-	k2 := &varCore{hash: 0b10}
-	k3 := &varCore{hash: 0b1 | 1<<5}
+	k1 := coreWithHash(0b1)
+	k2 := coreWithHash(0b10)
+	k3 := coreWithHash(0b1 | 1<<5)
 	var root *node
 	root, _ = root.setHashed(leafOf(k1, 1), 0)
 	assert.Same(t, k1, root.key, "one key: the root is its leaf")
@@ -346,7 +346,7 @@ func TestHAMT_shapes(t *testing.T) {
 	assert.Equal(t, 3, root.len(), "the old version is unchanged")
 
 	// Deleting an absent key returns the same root.
-	same, removed := root.delete(&varCore{hash: 0b11}, 0)
+	same, removed := root.delete(coreWithHash(0b11), 0)
 	assert.Same(t, root, same)
 	assert.Nil(t, removed)
 	var empty *node
@@ -389,7 +389,7 @@ func TestHAMT_flatRoot(t *testing.T) {
 	}
 	assert.Same(t, keys[flatMax-1], flat.key)
 
-	// Vars of one hash (zero Vars) stay one list, however many.
+	// Keys of one hash (made so for the test) stay one list, however many.
 	same := keyset(3*flatMax, func(int) uint64 { return 0 })
 	root = nil
 	for i, k := range same {
@@ -397,7 +397,7 @@ func TestHAMT_flatRoot(t *testing.T) {
 	}
 	validate(t, root, 0, 0)
 	assert.Len(t, root.kids(), 3*flatMax)
-	other := &varCore{hash: 1}
+	other := coreWithHash(1)
 	root, _ = root.set(leafOf(other, -1), 0)
 	validate(t, root, 0, 0)
 	assert.NotZero(t, root.bitmap(), "a var of another hash makes a trie")
@@ -423,7 +423,7 @@ func TestHAMT_nodeLayout(t *testing.T) {
 		runtime.GC()
 		_ = make([]byte, 1<<20) // reuse freed memory, if any was freed
 		for i, l := range n.kids() {
-			require.Equal(t, uint64(7), l.key.hash, "k=%d kid %d", k, i)
+			require.Equal(t, uint64(7), l.key.hash(), "k=%d kid %d", k, i)
 			require.Equal(t, i, valueOf(l), "k=%d kid %d", k, i)
 			require.Same(t, l, n.kid(i))
 		}
@@ -431,4 +431,47 @@ func TestHAMT_nodeLayout(t *testing.T) {
 			validate(t, n, 0, 7) // a collision node of k leaves
 		}
 	}
+}
+
+// coreWithHash returns a trie key with hash h and, if given, name.
+func coreWithHash(h uint64, name ...string) *varCore {
+	k := new(varCore)
+	k.h.Store(h)
+	if len(name) > 0 {
+		k.name = name[0]
+	}
+	return k
+}
+
+// TestHAMT_zeroVarsHashApart: zero Vars take distinct hashes at their first
+// Set, so many of them in one context make a trie of leaves, not one growing
+// collision node; a Get racing with a zero Var's first Set is clean (-race).
+func TestHAMT_zeroVarsHashApart(t *testing.T) {
+	vars := make([]Var[int], 100)
+	done := make(chan struct{})
+	go func() { // reads vars[0] while it is set for the first time below
+		defer close(done)
+		for range 100 {
+			_, _ = vars[0].Get()
+		}
+	}()
+	c := New()
+	require.NoError(t, c.Run(func() error {
+		for i := range vars {
+			vars[i].Set(i)
+		}
+		return nil
+	}))
+	<-done
+	seen := map[uint64]bool{}
+	for i := range vars {
+		h := vars[i].c.hash()
+		require.NotZero(t, h, "var %d has a hash after its Set", i)
+		require.False(t, seen[h], "var %d shares a hash", i)
+		seen[h] = true
+		got, _ := vars[i].In(c)
+		require.Equal(t, i, got)
+	}
+	validate(t, c.root.Load(), 0, 0)
+	assert.NotZero(t, c.root.Load().bitmap(), "a trie, not a collision node")
 }

@@ -138,7 +138,7 @@ func currentLeaf(k *varCore) *node {
 	// The cache is keyed by (var, root). A root identifies one immutable
 	// trie, and the entry holds it, so its address cannot be reused for
 	// another trie while the entry stands: a hit is always right.
-	e := &gs.cache[k.hash&(lookupCacheSize-1)]
+	e := &gs.cache[k.hash()&(lookupCacheSize-1)]
 	if e.key == k && e.root == root {
 		return e.leaf
 	}

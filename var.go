@@ -33,7 +33,8 @@ var _ Key = (*Var[int])(nil)
 //
 // A Var is used by pointer and must not be copied. Its methods may be called
 // from any goroutine. The zero Var is a var with an empty name and no default,
-// usable but slower in large contexts than one made by [NewVar]; prefer NewVar.
+// ready for use (it takes its hash, its identity in tries, at its first Set);
+// prefer NewVar, which names it.
 type Var[T any] struct {
 	_      noCopy
 	c      varCore
@@ -257,13 +258,18 @@ func (v *Var[T]) info() *varInfo {
 //
 //go:noinline
 func (v *Var[T]) infoSlow() *varInfo {
+	// A zero Var gets its hash now, before its info, so before any
+	// binding of it: until then no trie holds it, whatever hash a reader
+	// looked for it under.
+	v.c.h.CompareAndSwap(0, nextHash())
 	v.c.info.CompareAndSwap(nil, newInfo(v))
 	return v.c.info.Load()
 }
 
 // init gives a new var its hash, name and info.
 func (v *Var[T]) init(name string) {
-	v.c.hash, v.c.name = nextHash(), name
+	v.c.h.Store(nextHash())
+	v.c.name = name
 	v.c.info.Store(newInfo(v))
 }
 
@@ -309,10 +315,16 @@ func enterRepr(v *varCore) (leave func(), ok bool) {
 	}, true
 }
 
+// hash returns k's hash.
+func (k *varCore) hash() uint64 { return k.h.Load() }
+
 // varCore is the type-independent part of a Var: its identity as a trie key.
 // Its address is the key; it is never copied after NewVar returns.
 type varCore struct {
-	hash uint64 // fixed at creation; see nextHash
+	// h is the var's hash (see nextHash), set by NewVar, or by a zero
+	// Var's first Set (infoSlow) before any binding of the var exists; it
+	// never changes after. Read it with hash.
+	h    atomic.Uint64
 	name string
 
 	// info is set by NewVar, or by the first Set of a zero Var (Var.info).
