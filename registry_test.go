@@ -230,18 +230,7 @@ func TestGo_leavesNothing(t *testing.T) {
 	v := NewVar[int]("v")
 	before := heapInUse()
 	liveBefore, sweepsBefore := registryLive(), registrySweeps()
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 256)
-	for i := range n {
-		sem <- struct{}{}
-		wg.Add(1)
-		Go(func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			v.Set(i)
-		})
-	}
-	wg.Wait()
+	churn(n, func(f func()) { Go(f) }, func(i int) { v.Set(i) })
 	after := heapInUse()
 	t.Logf("%d Go calls: heap growth %d KiB, registry entries %d -> %d", n, (int64(after)-int64(before))>>10, liveBefore, registryLive())
 	assert.Less(t, int64(after)-int64(before), int64(8<<20), "heap growth is bounded")
