@@ -112,10 +112,7 @@ func CopyContext() *Context {
 // fall back on the default). Lookup is for code that handles vars of many
 // types alike, such as a log handler adding them to every record.
 func Lookup(key Key) (any, bool) {
-	if key == nil {
-		return nil, false
-	}
-	k := key.core()
+	k := coreOf(key)
 	if k == nil {
 		return nil, false
 	}
@@ -201,14 +198,19 @@ func (c *Context) String() string {
 // leaf returns the leaf bound to key in c, or nil; nil also for a nil c or
 // key.
 func (c *Context) leaf(key Key) *node {
-	if c == nil || key == nil {
-		return nil
-	}
-	k := key.core()
-	if k == nil {
+	k := coreOf(key)
+	if c == nil || k == nil {
 		return nil
 	}
 	return c.root.Load().get(k)
+}
+
+// coreOf returns key's core, or nil for a nil Key or a nil *Var.
+func coreOf(key Key) *varCore {
+	if key == nil {
+		return nil
+	}
+	return key.core()
 }
 
 // snapshot returns c's trie as it is now; nil for a nil c.

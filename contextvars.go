@@ -186,7 +186,5 @@ func Go(fn func()) {
 		panic(errNilFunc)
 	}
 	c := CopyContext()
-	go func() {
-		_ = c.Run(func() error { fn(); return nil }) // c is new: Run cannot fail
-	}()
+	go c.runFresh(fn)
 }

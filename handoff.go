@@ -24,9 +24,7 @@ func Wrap(fn func()) func() {
 		panic(errNilFunc)
 	}
 	snap := CopyContext()
-	return func() {
-		_ = snap.Copy().Run(func() error { fn(); return nil }) // a new copy: Run cannot fail
-	}
+	return func() { snap.Copy().runFresh(fn) }
 }
 
 // WrapErr is [Wrap] for a func that returns an error, such as
@@ -61,7 +59,7 @@ func Pull[V any](seq iter.Seq[V]) (next func() (V, bool), stop func()) {
 	}
 	c := CopyContext()
 	return iter.Pull(func(yield func(V) bool) {
-		_ = c.Run(func() error { seq(yield); return nil }) // c is new: Run cannot fail
+		c.runFresh(func() { seq(yield) })
 	})
 }
 
@@ -72,6 +70,6 @@ func Pull2[K, V any](seq iter.Seq2[K, V]) (next func() (K, V, bool), stop func()
 	}
 	c := CopyContext()
 	return iter.Pull2(func(yield func(K, V) bool) {
-		_ = c.Run(func() error { seq(yield); return nil }) // c is new: Run cannot fail
+		c.runFresh(func() { seq(yield) })
 	})
 }

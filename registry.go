@@ -229,14 +229,13 @@ type registry struct {
 	implicit atomic.Int64 // implicit entries in all shards
 	sweepAt  atomic.Int64 // implicit entries at which to check whether a sweep is due
 
-	sweepMu     sync.Mutex // held by a sweep or a check for one; protects the following
-	kept        int64      // implicit entries kept by the last sweep
-	dumpPerG    int        // bytes per goroutine of the last sweep's traceback
-	dumpMin     int        // the next traceback's buffer is at least this big
-	period      time.Duration
-	timerArmed  bool
-	sweeps      int // sweeps done, for tests
-	sweepsEmpty int // sweeps whose traceback did not fit, for tests
+	sweepMu    sync.Mutex // held by a sweep or a check for one; protects the following
+	kept       int64      // implicit entries kept by the last sweep
+	dumpPerG   int        // bytes per goroutine of the last sweep's traceback
+	dumpMin    int        // the next traceback's buffer is at least this big
+	period     time.Duration
+	timerArmed bool
+	sweeps     int // sweeps done, for tests
 
 	// The time the sweeps' tracebacks took, the world stopped: for the
 	// scale test.
@@ -280,6 +279,9 @@ func newTable(size int) *gtable {
 // shardBits bits choose the shard, the bits below them the home slot.
 func idHash(id uint64) uint64 { return id * 0x9e3779b97f4a7c15 }
 
+// shardOf returns the index of the shard for hash h.
+func shardOf(h uint64) uint64 { return h >> (64 - shardBits) }
+
 // home returns the first slot to probe for hash h.
 // (The shift is masked to tell the compiler it is below 64.)
 func (t *gtable) home(h uint64) uint64 { return (h << shardBits) >> (t.shift & 63) }
@@ -290,7 +292,7 @@ func (t *gtable) home(h uint64) uint64 { return (h << shardBits) >> (t.shift & 6
 // call atHome or lookupSlow with its id.
 func (r *registry) atHome(id uint64) *gstate {
 	h := idHash(id)
-	t := r.shards[h>>(64-shardBits)].table.Load()
+	t := r.shards[shardOf(h)].table.Load()
 	gs := t.slots[t.home(h)].Load()
 	if gs != nil && atomic.LoadUint64(&gs.owner)&^ownerImplicit == id {
 		return gs
@@ -303,7 +305,7 @@ func (r *registry) atHome(id uint64) *gstate {
 //go:noinline
 func (r *registry) lookupSlow(id uint64) *gstate {
 	h := idHash(id)
-	s := &r.shards[h>>(64-shardBits)]
+	s := &r.shards[shardOf(h)]
 	for {
 		gs, growing := s.table.Load().find(h, id)
 		if !growing {
@@ -350,7 +352,7 @@ func (r *registry) acquire(id uint64, implicit bool) *gstate {
 		owner |= ownerImplicit
 	}
 	h := idHash(id)
-	s := &r.shards[h>>(64-shardBits)]
+	s := &r.shards[shardOf(h)]
 	for {
 		t := s.table.Load()
 		gs, how := t.acquire(h, owner)
@@ -399,12 +401,11 @@ func newState(owner uint64) *gstate {
 
 // Outcomes of gtable.acquire.
 const (
-	found       = iota // the goroutine's own state
-	claimedFree        // a free state, now the goroutine's
-	claimedNil         // a new state, in what was a nil slot
-	retry              // a slot changed under us: probe again
-	growing            // the table is being replaced: wait, then probe again
-	full               // no room: grow the table, then probe again
+	found   = iota // the goroutine's own state
+	claimed        // a free state or a new one in a nil slot, now the goroutine's
+	retry          // a slot changed under us: probe again
+	growing        // the table is being replaced: wait, then probe again
+	full           // no room: grow the table, then probe again
 )
 
 // acquire looks in t, from h's home slot on, for the state owned by
@@ -434,7 +435,7 @@ func (t *gtable) acquire(h, owner uint64) (gs *gstate, how int) {
 				return nil, retry
 			}
 			t.raiseMaxDist(d)
-			return gs, claimedNil
+			return gs, claimed
 		}
 		if gs == frozenSlot {
 			return nil, growing
@@ -461,7 +462,7 @@ func (t *gtable) acquire(h, owner uint64) (gs *gstate, how int) {
 		return nil, retry
 	}
 	t.raiseMaxDist(freeDist)
-	return free, claimedFree
+	return free, claimed
 }
 
 // raiseMaxDist makes t.maxDist at least d.
@@ -481,7 +482,7 @@ func (r *registry) free(gs *gstate, owner uint64) {
 //
 //go:noinline
 func (r *registry) freeSlow(gs *gstate, owner uint64) {
-	s := &r.shards[idHash(owner&ownerIDMask)>>(64-shardBits)]
+	s := &r.shards[shardOf(idHash(owner&ownerIDMask))]
 	for !atomic.CompareAndSwapUint64(&gs.owner, owner, 0) {
 		if atomic.LoadUint64(&gs.owner) != owner|ownerMoved {
 			panic("contextvars: internal error: freeing a goroutine state not owned")
@@ -645,7 +646,7 @@ func (r *registry) sweepLocked() bool {
 	// cands now holds the dead: rebuild the shards they are in.
 	var withDead [numShards]bool
 	for id := range cands {
-		withDead[idHash(id)>>(64-shardBits)] = true
+		withDead[shardOf(idHash(id))] = true
 	}
 	var dropped int
 	for i := range r.shards {
@@ -687,7 +688,6 @@ func (r *registry) listLive(ids map[uint64]struct{}) bool {
 	r.tracebackMax, r.tracebackTotal = max(r.tracebackMax, d), r.tracebackTotal+d
 	if n == len(buf) {
 		r.dumpMin = 2 * len(buf)
-		r.sweepsEmpty++
 		return false
 	}
 	r.dumpPerG = n/max(g, 1) + 1

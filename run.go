@@ -46,6 +46,12 @@ func Call[T any](c *Context, fn func() (T, error)) (T, error) {
 	return fn()
 }
 
+// runFresh runs fn in c, which no goroutine has entered: Go, Wrap and
+// Pull run their funcs in contexts they have just made, so Run cannot fail.
+func (c *Context) runFresh(fn func()) {
+	_ = c.Run(func() error { fn(); return nil })
+}
+
 // begin checks the arguments of Run and Call, then enters c.
 func (c *Context) begin(nilFunc bool) (gs *gstate, prev *Context, err error) {
 	if c == nil {
