@@ -347,7 +347,7 @@ func trieOf(n int) (*node, []*varCore) {
 	keys := keyset(n, func(int) uint64 { return nextHash() })
 	var root *node
 	for i, k := range keys {
-		root, _ = root.set(leafOf(k, i), 0)
+		root, _ = root.set(leafOf(k, i))
 	}
 	return root, keys
 }
@@ -448,7 +448,7 @@ func BenchmarkHAMTSet(b *testing.B) {
 	byImpl(b, func(b *testing.B, root *node, keys []*varCore) {
 		i := 0
 		for b.Loop() {
-			r, _ := root.set(leafOf(keys[i], i), 0)
+			r, _ := root.set(leafOf(keys[i], i))
 			sinkAny = r
 			if i++; i == len(keys) {
 				i = 0
@@ -477,7 +477,7 @@ func BenchmarkHAMTDelete(b *testing.B) {
 	byImpl(b, func(b *testing.B, root *node, keys []*varCore) {
 		i := 0
 		for b.Loop() {
-			r, _ := root.delete(keys[i], 0)
+			r, _ := root.delete(keys[i])
 			sinkAny = r
 			if i++; i == len(keys) {
 				i = 0

@@ -1,5 +1,14 @@
 package contextvars
 
+// This file holds Context: a mapping from vars to values whose reads see
+// snapshots, with the ownership flag that lets one goroutine at a time run in
+// it, and its id, which tokens record.
+//
+// Invariant: only the goroutine that holds a context's ownership flag (see
+// "Ownership" below) stores its root, and a root, once stored, is an immutable
+// trie (hamt.go); so any goroutine may read a context at any time and sees
+// the complete state after some Set or Reset.
+
 import (
 	"fmt"
 	"iter"
@@ -116,10 +125,7 @@ func Lookup(key Key) (any, bool) {
 	if k == nil {
 		return nil, false
 	}
-	if l := currentLeaf(k); l != nil {
-		return l.value(), true
-	}
-	return nil, false
+	return currentLeaf(k).value()
 }
 
 // Copy returns a shallow copy of c: Python's Context.copy(). It is O(1).
@@ -141,17 +147,14 @@ func (c *Context) Len() int {
 
 // Contains reports whether c holds a value for key: Python's `var in ctx`.
 func (c *Context) Contains(key Key) bool {
-	return c.leaf(key) != nil
+	return c.leaf(coreOf(key)) != nil
 }
 
 // Get returns the value of key in c, ignoring the var's default. The ok
 // result is false if c holds no value for key, where Python's ctx[var]
 // raises KeyError and ctx.get(var) returns None. [Var.In] is the typed form.
 func (c *Context) Get(key Key) (any, bool) {
-	if l := c.leaf(key); l != nil {
-		return l.value(), true
-	}
-	return nil, false
+	return c.leaf(coreOf(key)).value()
 }
 
 // All returns an iterator over the vars set in c and their values: Python's
@@ -161,7 +164,8 @@ func (c *Context) Get(key Key) (any, bool) {
 func (c *Context) All() iter.Seq2[Key, any] {
 	return func(yield func(Key, any) bool) {
 		c.snapshot().walk(func(l *node) bool {
-			return yield(l.varKey(), l.value())
+			v, _ := l.value()
+			return yield(l.varKey(), v)
 		})
 	}
 }
@@ -181,7 +185,8 @@ func (c *Context) Keys() iter.Seq[Key] {
 func (c *Context) Values() iter.Seq[any] {
 	return func(yield func(any) bool) {
 		c.snapshot().walk(func(l *node) bool {
-			return yield(l.value())
+			v, _ := l.value()
+			return yield(v)
 		})
 	}
 }
@@ -195,10 +200,11 @@ func (c *Context) String() string {
 	return fmt.Sprintf("<Context %d vars>", n)
 }
 
-// leaf returns the leaf bound to key in c, or nil; nil also for a nil c or
-// key.
-func (c *Context) leaf(key Key) *node {
-	k := coreOf(key)
+// leaf returns the leaf bound to k in c, or nil; nil also for a nil c or
+// k. It is the lookup of Context.Get, Contains and Var.In; Var.Get's lookup
+// in the current context (currentLeaf) puts a cache in front of the same
+// trie lookup, node.get.
+func (c *Context) leaf(k *varCore) *node {
 	if c == nil || k == nil {
 		return nil
 	}
@@ -221,17 +227,15 @@ func (c *Context) snapshot() *node {
 	return c.root.Load()
 }
 
-// varKey and value return the var and the value, boxed, of leaf l. A var's
-// info is set before any binding of it exists (see varCore).
+// varKey returns the var of leaf l. A var's info is set before any binding
+// of it exists (see varCore).
 func (l *node) varKey() Key { return l.key.info.Load().key }
-func (l *node) value() any  { return l.key.info.Load().value(l) }
 
-// noCopy makes go vet's copylocks check report a Context, Var or Token
-// copied by value (as sync's types do): a copy of a Token could undo its Set
-// twice, a copy of a Context would share its ownership flag with nothing. It
-// is the first field of each, where a zero-size field takes no room.
-type noCopy struct{}
-
-// Lock and Unlock are what copylocks looks for; they do nothing.
-func (*noCopy) Lock()   {}
-func (*noCopy) Unlock() {}
+// value returns the value of leaf l, boxed, and true; nil and false for a
+// nil l.
+func (l *node) value() (any, bool) {
+	if l == nil {
+		return nil, false
+	}
+	return l.key.info.Load().value(l), true
+}

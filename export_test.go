@@ -1,5 +1,24 @@
 package contextvars
 
-// RegistryEntries returns, for tests in package contextvars_test, the number
-// of goroutine states in use and how many of them hold implicit contexts.
+// This file exports, for the tests in package contextvars_test, what they
+// need to see of the package's inside.
+
+// RegistryEntries returns the number of goroutine states in use and how
+// many of them hold implicit contexts.
 func RegistryEntries() (all, implicit int) { return registryEntries() }
+
+// RegistryLive, RegistrySweeps, HeapInUse and Churn are the helpers of the
+// same names in lower case (registry_test.go, scale_test.go).
+var (
+	RegistryLive   = registryLive
+	RegistrySweeps = registrySweeps
+	HeapInUse      = heapInUse
+	Churn          = churn
+)
+
+// TokenIsBinding reports whether a token of a Var[T] is the binding its Set
+// puts into the trie.
+func TokenIsBinding[T any]() bool { return NewVar[T]("").info().tokenIsBinding }
+
+// MaxSharedSize is maxSharedSize: the largest T whose tokens are bindings.
+const MaxSharedSize = maxSharedSize

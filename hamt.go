@@ -1,70 +1,29 @@
 package contextvars
 
-// This file provides the persistent (immutable) map behind every Context: a
-// hash array mapped trie (HAMT) keyed by var identity, after CPython's
-// Python/hamt.c.
+// This file holds the trie behind every Context: a persistent hash array
+// mapped trie (HAMT) from vars to leaves, after CPython's Python/hamt.c
+// (get ~ hamt_find, set ~ hamt_assoc, delete ~ hamt_without; Phil Bagwell,
+// "Ideal Hash Trees", 2001).
 //
-// # Costs
+// Invariant: no node changes once a published root reaches it. set and
+// delete copy the one root-to-leaf path they change and share the rest, so
+// copying a map is copying its root pointer; nodes are written only while
+// private to the function that allocated them.
 //
-// Copying a map is O(1): two contexts share one root pointer. get, set and
-// delete are O(log32 n); a set or delete copies the one root-to-leaf path it
-// changes and shares everything else with the old version. A map of up to
-// flatMax vars is a single flat node, so a set in it copies one node. Len is
-// O(1): every inner node records how many leaves lie beneath it.
+// A node is one of three kinds, told apart by its fields:
 //
-// # Hashes
+//	leaf    key != nil: one binding, the key a var's core. The trie reads
+//	        and writes only inner nodes' words, so a leaf's word belongs
+//	        to whoever made the leaf.
+//	bitmap  key == nil, bitmap != 0: up to 32 kids, one per 5-bit chunk of
+//	        the hash at its depth, stored densely in chunk order.
+//	list    key == nil, bitmap == 0: two or more leaves, searched in order.
+//	        At the root, up to flatMax vars of any hashes (a flat root);
+//	        elsewhere, leaves that share one hash (a collision node; every
+//	        var has a hash of its own, so only the tests make these).
 //
-// A key is a var's *varCore. Its hash is fixed when the var is made: a global
-// counter run through the SplitMix64 finalizer (see var.go). The finalizer is
-// a bijection on uint64, so no two vars share a hash (a zero Var takes its
-// hash at its first Set) and the trie needs no collision handling in
-// practice. It is not the var's name (two
-// vars may share a name and must stay distinct) nor its address (Go's
-// collector moves no objects today, but a hash tied to an address would break
-// the trie if it ever did). Collision nodes are kept for completeness, and
-// the tests force all-zero and few-bit hashes to exercise them.
-//
-// # Node kinds
-//
-// There is one Go type, node, so that a Context can publish its root as one
-// atomic pointer (rootptr.go) and a lookup needs no type switch; its fields
-// say which kind a node is. An inner node's kids are an array that follows
-// it in the same allocation (newInner, kids):
-//
-//	leaf       key != nil. One binding: the first field of the
-//	           binding[T] that holds the value, for the T of the Var
-//	           whose core key is (bindingOf in token.go recovers it).
-//	           Its word is its token's state, not the trie's.
-//	bitmap     key == nil, bitmap != 0. Up to 32 children, one per 5-bit
-//	           chunk of the hash at this level; children are stored densely
-//	           and found by popcount of the bitmap bits below the chunk's bit.
-//	list       key == nil, bitmap == 0. size (two or more) leaves,
-//	           searched linearly: at the root, up to flatMax leaves of
-//	           any hashes (a flat root); anywhere, any number with one
-//	           hash (a collision node).
-//
-// A leaf or collision node may sit at any depth: a lookup that reaches one
-// compares keys instead of following hash bits further. A bitmap node is only
-// made where two entries' hashes first differ, or under a path of such nodes.
-//
-// Corresponding operations in hamt.c: get ~ hamt_find, set ~ hamt_assoc,
-// delete ~ hamt_without.
-//
-// # Persistence
-//
-// No node changes once it is reachable from a root that a Context has
-// published: set and delete build new nodes for the changed path and return a
-// new root. The only writes to a node happen while it is private to the
-// function that allocated it.
-//
-// # Iteration
-//
-// walk visits leaves depth-first in slot order. The order is unspecified to
-// users; walk allocates nothing.
-//
-// # Further reading
-//
-// Phil Bagwell, "Ideal Hash Trees" (2001); CPython's Python/hamt.c.
+// An inner node's kids follow it in its allocation (newInner), so a path copy
+// allocates once per level and a lookup touches one object per level.
 
 import (
 	"math/bits"
@@ -88,25 +47,16 @@ const (
 	flatMax = 16
 )
 
-// node is a leaf, bitmap or collision node; see the file comment.
+// node is a leaf, bitmap or list node; see the file comment.
 //
 // Invariants: a bitmap node has popcount(bitmap) >= 1 kids, and a bitmap
 // node with a single kid has a bitmap node as that kid (a lone leaf or
-// collision node is stored in its parent's slot directly); a list node
-// holds size >= 2 leaves, and a collision node's leaves have equal hashes;
-// size is the number of leaves beneath an inner node. No empty node survives
-// a delete: the empty map is the nil *node.
-//
-// A node is 16 bytes: a leaf holding an int is a 24-byte binding, and an
-// inner node with k kids is 16+8k bytes, one allocation (newInner).
+// collision node sits in its parent's slot); a list node holds size >= 2
+// leaves; size is the number of leaves beneath an inner node. No empty node
+// survives a delete: the empty map is the nil *node.
 type node struct {
-	// word is an inner node's bitmap (low 32 bits) and size (high 32
-	// bits); see bitmap and size. A leaf's word is not the trie's: it is
-	// the state of the token the leaf belongs to (see Token), which
-	// Var.Reset changes atomically while other goroutines read the trie.
-	// So code tells a leaf by its key, and never reads a leaf's word.
-	word uint64
-	key  *varCore // leaf
+	word uint64   // an inner node's bitmap (low 32 bits) and size (high 32)
+	key  *varCore // a leaf's var; nil in an inner node
 }
 
 // bitmap returns inner node n's bitmap: 0 for a list node.
@@ -208,13 +158,25 @@ func (n *node) find(k *varCore) *node {
 }
 
 // set returns the map rooted at n with leaf l added, replacing any leaf with
-// l's key, and the leaf it replaced (nil if none). shift is n's depth in bits.
-// l is not changed, and may be in other maps already.
-func (n *node) set(l *node, shift uint) (root, replaced *node) {
-	if shift == 0 && n != nil && !n.isBitmap() {
-		return n.setFlat(l)
+// l's key, and the leaf it replaced (nil if none). l is not changed, and may
+// be in other maps already. set is small enough to inline, and answers
+// without a call where the map is empty or l's var is its only one.
+func (n *node) set(l *node) (root, replaced *node) {
+	root, replaced = l, n
+	if n != nil && n.key != l.key {
+		root, replaced = n.assoc(l)
 	}
-	return n.setHashed(l, shift)
+	return
+}
+
+// assoc is set for the other cases, out of line.
+//
+//go:noinline
+func (n *node) assoc(l *node) (root, replaced *node) {
+	if n.isBitmap() {
+		return n.setHashed(l, 0)
+	}
+	return n.setFlat(l)
 }
 
 // setFlat is set for a root that is a leaf or a list: a context of up to
@@ -322,8 +284,11 @@ func merge(a *node, ha uint64, b *node, hb uint64, shift uint) *node {
 }
 
 // delete returns the map rooted at n without k, and the leaf it removed (nil
-// if k was absent, in which case root is n itself). shift is n's depth.
-func (n *node) delete(k *varCore, shift uint) (root, removed *node) {
+// if k was absent, in which case root is n itself).
+func (n *node) delete(k *varCore) (root, removed *node) { return n.deleteAt(k, 0) }
+
+// deleteAt is delete for a node at depth shift.
+func (n *node) deleteAt(k *varCore, shift uint) (root, removed *node) {
 	switch {
 	case n == nil:
 		return nil, nil
@@ -352,7 +317,7 @@ func (n *node) delete(k *varCore, shift uint) (root, removed *node) {
 	}
 	i := bits.OnesCount32(n.bitmap() & (bit - 1))
 	kids := n.kids()
-	kid, removed := kids[i].delete(k, shift+bitsPerLevel)
+	kid, removed := kids[i].deleteAt(k, shift+bitsPerLevel)
 	switch {
 	case removed == nil:
 		return n, nil

@@ -43,7 +43,7 @@ func keyset(n int, hash func(int) uint64) []*varCore {
 // trie must tell a leaf by its key and never read its word (see node).
 func leafOf(k *varCore, val int) *node {
 	b := &binding[int]{val: val}
-	b.leaf.key, b.leaf.word = k, ^uint64(0)
+	b.leaf.key = k
 	return &b.leaf
 }
 
@@ -126,7 +126,7 @@ func newTrieMap(keys []*varCore) *trieMap {
 }
 
 func (m *trieMap) set(t *testing.T, k, v int) {
-	root, replaced := m.root.set(leafOf(m.keys[k], v), 0)
+	root, replaced := m.root.set(leafOf(m.keys[k], v))
 	old, had := m.model[k]
 	if had != (replaced != nil) || had && valueOf(replaced) != old {
 		t.Fatalf("set(%d) replaced %v; want the leaf of %d (present: %v)", k, replaced, old, had)
@@ -137,7 +137,7 @@ func (m *trieMap) set(t *testing.T, k, v int) {
 }
 
 func (m *trieMap) delete(t *testing.T, k int) {
-	root, removed := m.root.delete(m.keys[k], 0)
+	root, removed := m.root.delete(m.keys[k])
 	_, had := m.model[k]
 	if had != (removed != nil) {
 		t.Fatalf("delete(%d) removed %v; want a leaf: %v", k, removed, had)
@@ -304,12 +304,12 @@ func TestHAMT_collisionDeepest(t *testing.T) {
 	slices.Sort(got)
 	assert.Equal(t, []int{0, 1, 2}, got)
 
-	root, _ = root.delete(b, 0)
+	root, _ = root.delete(b)
 	validate(t, root, 0, 0)
 	assert.Zero(t, root.bitmap(), "with b gone the collision node moves up to the root")
-	root, _ = root.delete(c, 0)
+	root, _ = root.delete(c)
 	assert.Same(t, a, root.key, "with c gone the leaf a is the root")
-	root, _ = root.delete(a, 0)
+	root, _ = root.delete(a)
 	assert.Nil(t, root)
 }
 
@@ -339,14 +339,14 @@ func TestHAMT_shapes(t *testing.T) {
 	assert.Equal(t, 3, root.len())
 
 	// Deleting k3 moves k1 up into the root's slot.
-	after, removed := root.delete(k3, 0)
+	after, removed := root.delete(k3)
 	assert.Equal(t, 3, valueOf(removed))
 	validate(t, after, 0, 0)
 	assert.Same(t, k1, after.kids()[0].key)
 	assert.Equal(t, 3, root.len(), "the old version is unchanged")
 
 	// Deleting an absent key returns the same root.
-	same, removed := root.delete(coreWithHash(0b11), 0)
+	same, removed := root.delete(coreWithHash(0b11))
 	assert.Same(t, root, same)
 	assert.Nil(t, removed)
 	var empty *node
@@ -360,7 +360,7 @@ func TestHAMT_flatRoot(t *testing.T) {
 	keys := keyset(flatMax+1, func(int) uint64 { return nextHash() })
 	var root *node
 	for i, k := range keys[:flatMax] {
-		root, _ = root.set(leafOf(k, i), 0)
+		root, _ = root.set(leafOf(k, i))
 		validate(t, root, 0, 0)
 		if i > 0 {
 			require.Zero(t, root.bitmap(), "%d vars: a flat root", i+1)
@@ -368,11 +368,11 @@ func TestHAMT_flatRoot(t *testing.T) {
 		}
 	}
 	flat := root
-	replaced, old := flat.set(leafOf(keys[3], 33), 0)
+	replaced, old := flat.set(leafOf(keys[3], 33))
 	assert.Equal(t, 3, valueOf(old))
 	assert.Len(t, replaced.kids(), flatMax, "a replace stays flat")
 
-	root, _ = flat.set(leafOf(keys[flatMax], flatMax), 0)
+	root, _ = flat.set(leafOf(keys[flatMax], flatMax))
 	validate(t, root, 0, 0)
 	assert.NotZero(t, root.bitmap(), "one var more: a trie")
 	assert.Equal(t, flatMax+1, root.len())
@@ -383,7 +383,7 @@ func TestHAMT_flatRoot(t *testing.T) {
 
 	// Deleting from a flat root keeps it flat, down to a lone leaf.
 	for i, k := range keys[:flatMax-1] {
-		flat, _ = flat.delete(k, 0)
+		flat, _ = flat.delete(k)
 		validate(t, flat, 0, 0)
 		assert.Equal(t, flatMax-1-i, flat.len())
 	}
@@ -393,12 +393,12 @@ func TestHAMT_flatRoot(t *testing.T) {
 	same := keyset(3*flatMax, func(int) uint64 { return 0 })
 	root = nil
 	for i, k := range same {
-		root, _ = root.set(leafOf(k, i), 0)
+		root, _ = root.set(leafOf(k, i))
 	}
 	validate(t, root, 0, 0)
 	assert.Len(t, root.kids(), 3*flatMax)
 	other := coreWithHash(1)
-	root, _ = root.set(leafOf(other, -1), 0)
+	root, _ = root.set(leafOf(other, -1))
 	validate(t, root, 0, 0)
 	assert.NotZero(t, root.bitmap(), "a var of another hash makes a trie")
 	assert.Equal(t, -1, valueOf(root.get(other)))

@@ -1,10 +1,14 @@
 package contextvars
 
-// This file holds an atomic *node that can also be set with a plain store
-// before it is shared. It is one of the three uses of unsafe in the package,
-// each for a layout Go's types cannot state: this one, bindingOf in
-// token.go (a leaf is the first field of its binding) and node.kids in
-// hamt.go (an inner node's kids follow it in its allocation).
+// This file holds rootPtr, a Context's atomic pointer to its trie, which a
+// new Context can be given by a plain store instead of an atomic one. It is
+// one of the package's three uses of unsafe, each behind one small function
+// for a layout or ordering that Go's types cannot state: rootOf here,
+// bindingOf in token.go (a leaf is the first field of its binding) and
+// node.kid0 in hamt.go (an inner node's kids follow it in its allocation).
+// This one saves CopyContext and Context.Copy an atomic exchange each
+// (bench/RESULTS.md, "rootPtr"); TestUnsafe_rootOf checks, under -race, that
+// the plain store is ordered before other goroutines' loads.
 
 import (
 	"sync/atomic"

@@ -1,9 +1,14 @@
 package contextvars
 
-// This file holds Run and Call (Go, which runs its fn in a Run, is in
-// contextvars.go), and how a goroutine enters and leaves a context: which context is current on the calling goroutine, kept in its
-// state in the registry (registry.go). Who may enter a context is the
-// ownership flag's business (context.go).
+// This file holds Run and Call: how a goroutine enters a context, making it
+// current, and leaves it. (Go, which runs its fn in a Run, is in
+// contextvars.go.)
+//
+// Invariant: a Run restores the goroutine's previous context and releases c's
+// ownership flag (context.go) on every way out of fn (return, panic,
+// runtime.Goexit), since exit is deferred; and the goroutine's outermost Run
+// frees its state, unless the goroutine holds an implicit context, so that
+// scoped use leaves nothing in the registry.
 
 import "sync/atomic"
 
@@ -70,11 +75,7 @@ func (c *Context) enter() (gs *gstate, prev *Context, err error) {
 	if !c.tryEnter() {
 		return nil, nil, errAlreadyEntered(c)
 	}
-	id := goroutineID()
-	gs = reg.atHome(id)
-	if gs == nil {
-		gs = reg.acquire(id, false)
-	}
+	gs = claimState()
 	prev = gs.current
 	gs.current = c
 	return gs, prev, nil
@@ -93,63 +94,4 @@ func (c *Context) exit(gs *gstate, prev *Context) {
 		// context: nothing of its state is worth keeping.
 		reg.free(gs, atomic.LoadUint64(&gs.owner)&ownerIDMask)
 	}
-}
-
-// state returns the calling goroutine's state, or nil if it has none (it is
-// outside any Run and holds no implicit context). It is how every operation
-// finds the goroutine's state: the lookup's fast path is inlined here, its
-// slow path is not.
-func state() *gstate {
-	id := goroutineID()
-	if gs := reg.atHome(id); gs != nil {
-		return gs
-	}
-	return reg.lookupSlow(id)
-}
-
-// current returns the calling goroutine's current context, or nil if it has
-// none.
-func current() *Context {
-	if gs := state(); gs != nil {
-		return gs.current
-	}
-	return nil
-}
-
-// newImplicit registers the calling goroutine, which has no state, with an
-// implicit context, and returns its state.
-//
-//go:noinline
-func newImplicit() *gstate {
-	gs := reg.acquire(goroutineID(), true)
-	gs.current = new(Context)
-	return gs
-}
-
-// currentLeaf returns the leaf bound to k in the calling goroutine's current
-// context, or nil. It is Var.Get's lookup: a context of one var is answered
-// from its root; a larger one through the goroutine's lookup cache, then the
-// trie.
-func currentLeaf(k *varCore) *node {
-	gs := state()
-	if gs == nil {
-		return nil
-	}
-	// A goroutine that finds its state has a current context: it is
-	// inside a Run or holds an implicit context (see registry.go).
-	root := gs.current.root.Load()
-	if root == nil || root.key != nil {
-		return root.get(k)
-	}
-	// The cache is keyed by (var, root). A root identifies one immutable
-	// trie, and the entry holds it, so its address cannot be reused for
-	// another trie while the entry stands: a hit is always right.
-	e := &gs.cache[k.hash()&(lookupCacheSize-1)]
-	if e.key == k && e.root == root {
-		return e.leaf
-	}
-	l := root.find(k)
-	*e = cacheEntry{key: k, root: root, leaf: l}
-	gs.cached = true
-	return l
 }

@@ -1,17 +1,23 @@
-package contextvars
+package contextvars_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-contextvars/contextvars"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
+
+// labelRuns counts runs of TestRun_pprofLabels.
+var labelRuns int
 
 // goroutineLabelsShown reports whether the goroutine profile shows a
 // goroutine labelled request=id.
@@ -21,14 +27,11 @@ func goroutineLabelsShown(t *testing.T, id string) bool {
 	return strings.Contains(b.String(), `"request":"`+id+`"`)
 }
 
-// labelRuns counts runs of TestRun_pprofLabels.
-var labelRuns int
-
 // TestRun_pprofLabels checks that the package neither changes the labels
 // set with runtime/pprof nor depends on them, and that theirs do not change
 // ours.
 func TestRun_pprofLabels(t *testing.T) {
-	v := NewVar[string]("v")
+	v := contextvars.NewVar[string]("v")
 	// Label values unique to this run: the goroutine profile is global.
 	labelRuns++
 	id, id2 := fmt.Sprint("run-", labelRuns), fmt.Sprint("run-", labelRuns, "-b")
@@ -39,14 +42,14 @@ func TestRun_pprofLabels(t *testing.T) {
 		pprof.Do(context.Background(), pprof.Labels("request", id), func(ctx context.Context) {
 			assert.Equal(t, "before labels", v.GetOr(""), "pprof.Do does not change our context")
 			v.Set("x")
-			require.NoError(t, New().Run(func() error {
+			require.NoError(t, contextvars.New().Run(func() error {
 				v.Set("y")
-				CopyContext()
+				contextvars.CopyContext()
 				assert.True(t, goroutineLabelsShown(t, id), "labels inside Run")
 				return nil
 			}))
 			child := make(chan struct{})
-			Go(func() { close(child) })
+			contextvars.Go(func() { close(child) })
 			<-child
 			assert.Equal(t, "x", v.GetOr(""))
 			got, _ := pprof.Label(ctx, "request")
@@ -66,135 +69,367 @@ func TestRun_pprofLabels(t *testing.T) {
 	<-done
 }
 
-// TestContext_copyChainsDoNotLeak runs 20,000 generations of copies, each
-// setting one of two vars to 1 KiB: the last context holds two values, and
-// the heap must not keep the generations before it. (Tokens once held a
-// pointer to their context, so each trie's leaves kept their contexts, and
-// those contexts' tries, alive: this test grew the heap by 24 MiB.)
-func TestContext_copyChainsDoNotLeak(t *testing.T) {
-	const generations, size = 20_000, 1 << 10
-	a, b := NewVar[[]byte]("a"), NewVar[[]byte]("b")
-	before := heapInUse()
-	c := New()
-	for i := range generations {
-		c = c.Copy()
-		require.NoError(t, c.Run(func() error {
-			if i%2 == 0 {
-				a.Set(make([]byte, size))
-			} else {
-				b.Set(make([]byte, size))
+// TestRun_leavesNothing checks that goroutines whose only use is Run (or
+// Call, or Go) leave no registry entry, however they leave, so that no sweep
+// is ever needed for them.
+func TestRun_leavesNothing(t *testing.T) {
+	n := 100_000
+	if testing.Short() {
+		n = 20_000
+	}
+	v := contextvars.NewVar[int]("v")
+	liveBefore, sweepsBefore := contextvars.RegistryLive(), contextvars.RegistrySweeps()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			defer func() { _ = recover() }()
+			switch i % 5 {
+			case 0:
+				_ = contextvars.New().Run(func() error { v.Set(i); return nil })
+			case 1:
+				_, _ = contextvars.Call(contextvars.New(), func() (int, error) { v.Set(i); return v.GetOr(0), nil })
+			case 2:
+				_ = contextvars.New().Run(func() error { v.Set(i); runtime.Goexit(); return nil })
+			case 3:
+				_ = contextvars.New().Run(func() error { v.Set(i); panic("boom") })
+			case 4:
+				// Nested Runs, the inner one the outermost's copy.
+				_ = contextvars.New().Run(func() error {
+					v.Set(i)
+					return contextvars.CopyContext().Run(func() error { v.Set(-i); return nil })
+				})
 			}
+			all, _ := contextvars.RegistryEntries()
+			if i%997 == 0 && all > 64+liveBefore+8 {
+				t.Errorf("%d registry entries while at most 64 goroutines run", all)
+			}
+		})
+	}
+	wg.Wait()
+	assert.LessOrEqual(t, contextvars.RegistryLive(), liveBefore, "no registry entry left behind")
+	assert.Equal(t, sweepsBefore, contextvars.RegistrySweeps(), "no sweep was needed")
+}
+
+// TestGo_leavesNothing checks that 1,000,000 Go calls leave no registry
+// entries and bounded memory.
+func TestGo_leavesNothing(t *testing.T) {
+	n := 1_000_000
+	if testing.Short() {
+		n = 100_000
+	}
+	v := contextvars.NewVar[int]("v")
+	before := contextvars.HeapInUse()
+	liveBefore, sweepsBefore := contextvars.RegistryLive(), contextvars.RegistrySweeps()
+	contextvars.Churn(n, func(f func()) { contextvars.Go(f) }, func(i int) { v.Set(i) })
+	after := contextvars.HeapInUse()
+	t.Logf("%d Go calls: heap growth %d KiB, registry entries %d -> %d", n, (int64(after)-int64(before))>>10, liveBefore, contextvars.RegistryLive())
+	assert.Less(t, int64(after)-int64(before), int64(8<<20), "heap growth is bounded")
+	// wg.Done runs inside fn, before Run's exit frees the state: allow
+	// a moment for the last ones.
+	assert.Eventually(t, func() bool { return contextvars.RegistryLive() <= liveBefore }, 10*time.Second, time.Millisecond)
+	assert.Equal(t, sweepsBefore, contextvars.RegistrySweeps(), "Go removed the entries; no sweep was needed")
+}
+
+// test_context_run_1
+func TestContext_Run_nilFunc(t *testing.T) {
+	c := contextvars.New()
+	err := c.Run(nil)
+	require.Error(t, err)
+	assert.Regexp(t, "^contextvars: ", err.Error())
+	_, err = contextvars.Call[int](c, nil)
+	require.Error(t, err)
+	assert.Regexp(t, "^contextvars: ", err.Error())
+}
+
+// test_context_run_2: ctx.run passes through what the callable returns.
+func TestCall_returnsResults(t *testing.T) {
+	c := contextvars.New()
+	got, err := contextvars.Call(c, func() ([]string, error) { return []string{"bar"}, nil })
+	require.NoError(t, err)
+	assert.Equal(t, []string{"bar"}, got)
+
+	boom := errors.New("boom")
+	n, err := contextvars.Call(c, func() (int, error) { return 7, boom })
+	assert.Equal(t, 7, n, "Call returns fn's value with its error")
+	assert.Same(t, boom, err)
+}
+
+// test_context_run_3: an exception in the callable propagates.
+func TestContext_Run_propagates(t *testing.T) {
+	c := contextvars.New()
+	boom := errors.New("division by zero")
+	assert.Same(t, boom, c.Run(func() error { return boom }), "Run returns fn's error")
+	assert.PanicsWithValue(t, "division by zero", func() {
+		_ = c.Run(func() error { panic("division by zero") })
+	}, "Run lets fn's panic through unchanged")
+	assert.NoError(t, c.Run(func() error { return nil }), "a panic leaves c enterable")
+}
+
+// test_context_run_4
+func TestContext_Run_nested(t *testing.T) {
+	isolated(t, func() {
+		ctx1, ctx2 := contextvars.New(), contextvars.New()
+		v := contextvars.NewVar[string]("var")
+
+		func2 := func() error {
+			_, ok := v.Get()
+			assert.False(t, ok, "var is unset in ctx2")
+			return nil
+		}
+		func1 := func() (*contextvars.Context, error) {
+			_, ok := v.Get()
+			assert.False(t, ok, "var is unset in ctx1 at first")
+			v.Set("spam")
+			require.NoError(t, ctx2.Run(func2))
+			assert.Equal(t, "spam", v.GetOr(""), "ctx2.Run restored ctx1")
+
+			cur := contextvars.CopyContext()
+			assert.Equal(t, 1, cur.Len())
+			got, _ := cur.Get(v)
+			assert.Equal(t, "spam", got)
+			return cur, nil
+		}
+		returned, err := contextvars.Call(ctx1, func1)
+		require.NoError(t, err)
+		assert.Equal(t, collect(ctx1), collect(returned), "the copy equals ctx1")
+		got, ok := returned.Get(v)
+		assert.True(t, ok)
+		assert.Equal(t, "spam", got)
+		assert.True(t, returned.Contains(v))
+	})
+}
+
+// test_context_run_5: changes made before an error stay inside the context.
+func TestContext_Run_errorKeepsChangesInside(t *testing.T) {
+	isolated(t, func() {
+		c := contextvars.New()
+		v := contextvars.NewVar[string]("var")
+		boom := errors.New("boom")
+		err := c.Run(func() error {
+			_, ok := v.Get()
+			assert.False(t, ok)
+			v.Set("spam")
+			return boom
+		})
+		assert.Same(t, boom, err)
+		_, ok := v.Get()
+		assert.False(t, ok, "the Set inside Run is not visible outside")
+		got, _ := v.In(c)
+		assert.Equal(t, "spam", got, "the Set inside Run is kept in c")
+	})
+}
+
+// test_context_run_6
+func TestContext_Run_getDefault(t *testing.T) {
+	c := contextvars.New()
+	v := contextvars.NewVarWithDefault("a", 0)
+	require.NoError(t, c.Run(func() error {
+		got, ok := v.Get()
+		assert.True(t, ok)
+		assert.Equal(t, 0, got, "v.Get() returns the default")
+		_, ok = c.Get(v)
+		assert.False(t, ok, "c.Get(v) ignores the default")
+
+		v.Set(42)
+		assert.Equal(t, 42, v.GetOr(-1))
+		got2, ok := c.Get(v)
+		assert.True(t, ok)
+		assert.Equal(t, 42, got2)
+		return nil
+	}))
+}
+
+// test_context_run_7 and test_context_manager_is_not_reentrant: a context
+// cannot be entered again while it is entered.
+func TestContext_Run_recursive(t *testing.T) {
+	c := contextvars.New()
+	var inner error
+	called := false
+	require.NoError(t, c.Run(func() error {
+		inner = c.Run(func() error { called = true; return nil })
+		return nil
+	}))
+	require.ErrorIs(t, inner, contextvars.ErrAlreadyEntered)
+	assert.Contains(t, inner.Error(), "is already entered")
+	assert.Equal(t, "contextvars: cannot enter context: <Context 0 vars> is already entered", inner.Error())
+	assert.False(t, called, "fn is not called when the context is entered")
+
+	_, err := contextvars.Call(c, func() (int, error) {
+		return contextvars.Call(c, func() (int, error) { return 1, nil })
+	})
+	assert.ErrorIs(t, err, contextvars.ErrAlreadyEntered, "Call inside Call on one context")
+	assert.NoError(t, c.Run(func() error { return nil }), "c can be entered again afterwards")
+}
+
+// test_context_manager_nested, in Go: nested Runs of copies.
+func TestContext_Run_nestedCopies(t *testing.T) {
+	isolated(t, func() {
+		cvar := contextvars.NewVarWithDefault("cvar", "default")
+		outer := contextvars.CopyContext()
+		require.NoError(t, outer.Run(func() error {
+			cvar.Set("outer")
+			inner := contextvars.CopyContext()
+			assert.NotSame(t, outer, inner)
+			require.NoError(t, inner.Run(func() error {
+				assert.Equal(t, "outer", cvar.GetOr(""))
+				cvar.Set("inner")
+				got, _ := cvar.In(outer)
+				assert.Equal(t, "outer", got)
+				assert.Equal(t, "inner", cvar.GetOr(""))
+				return nil
+			}))
+			assert.Equal(t, "outer", cvar.GetOr(""))
 			return nil
 		}))
-	}
-	growth := int64(heapInUse()) - int64(before)
-	t.Logf("%d generations: heap growth %d KiB (all values: %d KiB)", generations, growth>>10, generations*size>>10)
-	assert.Equal(t, 2, c.Len())
-	assert.Less(t, growth, int64(generations*size/20), "earlier generations are not retained")
-	runtime.KeepAlive(c)
+		got, _ := cvar.Get()
+		assert.Equal(t, "default", got)
+	})
 }
 
-// TestVar_Set_dropsOldValue checks that once v is set again and the token
-// is dropped, the old value is garbage, as in Python: the trie holds only
-// the current value, even though tokens of pointer-free types share an
-// allocation with their binding.
-func TestVar_Set_dropsOldValue(t *testing.T) {
-	const size = 64 << 20
-	buf := NewVar[[]byte]("buf")
-	n := NewVar[[4]int]("n")
-	c := New()
-	before := heapInUse()
-	require.NoError(t, c.Run(func() error {
-		buf.Set(make([]byte, size))
-		buf.Set(nil) // the token, which holds the old slice, is dropped
-		n.Set([4]int{1})
-		n.Set([4]int{2})
-		return nil
-	}))
-	growth := int64(heapInUse()) - int64(before)
-	t.Logf("heap growth after replacing a %d MiB value: %d KiB", size>>20, growth>>10)
-	assert.Less(t, growth, int64(1<<20), "the old value is not kept alive")
-	got, _ := n.In(c)
-	assert.Equal(t, [4]int{2}, got)
-	runtime.KeepAlive(c)
+// test_context_manager_enter_again_after_exit
+func TestContext_Run_enterAgain(t *testing.T) {
+	isolated(t, func() {
+		cvar := contextvars.NewVarWithDefault("cvar", "initial")
+		ctx := contextvars.CopyContext()
+		require.NoError(t, ctx.Run(func() error { cvar.Set("updated"); return nil }))
+		got, _ := cvar.Get()
+		assert.Equal(t, "initial", got)
+		require.NoError(t, ctx.Run(func() error {
+			got, _ := cvar.Get()
+			assert.Equal(t, "updated", got)
+			return nil
+		}))
+		got, _ = cvar.Get()
+		assert.Equal(t, "initial", got)
+	})
 }
 
-// TestTokenIsBinding checks the classification that decides whether a
-// token is the binding the trie keeps (one allocation per Set) or a second
-// allocation beside it, and that Set allocates accordingly.
-func TestTokenIsBinding(t *testing.T) {
-	type flat struct {
-		A int
-		B [3]float64
-		C struct{ D bool }
-	}
-	type withString struct {
-		A int
-		S string
-	}
-	cases := []struct {
-		name string
-		set  func() // a Set of a var of the type, in a context of that var
-		info *varInfo
-		want bool
-	}{
-		{"int", setter(1), NewVar[int]("").c.info.Load(), true},
-		{"flat struct", setter(flat{A: 1}), NewVar[flat]("").c.info.Load(), true},
-		{"[0]*int", setter([0]*int{}), NewVar[[0]*int]("").c.info.Load(), true},
-		{"[64]byte", setter([64]byte{1}), NewVar[[64]byte]("").c.info.Load(), true},
-		{"[65]byte: too large", setter([65]byte{1}), NewVar[[65]byte]("").c.info.Load(), false},
-		{"string", setter("s"), NewVar[string]("").c.info.Load(), false},
-		{"struct with string", setter(withString{S: "s"}), NewVar[withString]("").c.info.Load(), false},
-		{"[]byte", setter([]byte{1}), NewVar[[]byte]("").c.info.Load(), false},
-		{"*int", setter(new(int)), NewVar[*int]("").c.info.Load(), false},
-		{"any", setter[any](1), NewVar[any]("").c.info.Load(), false},
-		{"func", setter(func() {}), NewVar[func()]("").c.info.Load(), false},
-		{"map", setter(map[int]int{}), NewVar[map[int]int]("").c.info.Load(), false},
-	}
-	for _, tc := range cases {
-		assert.Equal(t, tc.want, tc.info.tokenIsBinding, "tokenIsBinding for %s", tc.name)
-		want := 2.0
-		if tc.want {
-			want = 1
-		}
-		assert.Equal(t, want, testing.AllocsPerRun(100, tc.set), "allocations of a Set of %s", tc.name)
-	}
+// TestContext_Run_nilContext checks the nil receiver.
+func TestContext_Run_nilContext(t *testing.T) {
+	var c *contextvars.Context
+	err := c.Run(func() error { return nil })
+	require.Error(t, err)
+	assert.Regexp(t, "^contextvars: ", err.Error())
+	_, err = contextvars.Call(c, func() (int, error) { return 0, nil })
+	require.Error(t, err)
+	assert.Regexp(t, "^contextvars: ", err.Error())
 }
 
-// setter returns a func that sets a new var of val's type to val in a
-// context of that var alone: Set allocates its token and binding there and
-// nothing else.
-func setter[T any](val T) func() {
-	v := NewVar[T]("v")
-	c := New()
-	return func() {
-		_ = c.Run(func() error { v.Set(val); return nil })
-	}
+// TestContext_Run_panicRestores checks that a panic in fn restores the
+// previous context and leaves c enterable, and that the value is unchanged.
+func TestContext_Run_panicRestores(t *testing.T) {
+	isolated(t, func() {
+		v := contextvars.NewVarWithDefault("v", "outside")
+		v.Set("outer")
+		c := contextvars.New()
+		type marker struct{ n int }
+		func() {
+			defer func() {
+				r := recover()
+				assert.Equal(t, marker{7}, r, "the panic value is unchanged")
+				assert.Equal(t, "outer", v.GetOr(""), "the previous context is current again")
+			}()
+			_ = c.Run(func() error {
+				v.Set("inside")
+				panic(marker{7})
+			})
+		}()
+		got, _ := v.In(c)
+		assert.Equal(t, "inside", got)
+		assert.NoError(t, c.Run(func() error { return nil }), "c is not left entered")
+	})
 }
 
-// TestVar_Set_loopDoesNotChain sets vars 20,000 times in a context without
-// resetting, with values of pointer-free types, whose tokens hold the old
-// value; v's tokens are the bindings the trie keeps (see Var.Set). The
-// context must keep a few values alive, not a chain of all of them.
-func TestVar_Set_loopDoesNotChain(t *testing.T) {
-	const n = 20_000
-	v := NewVar[[maxSharedSize]byte]("v")
-	w := NewVar[[1024]byte]("w")
-	c := New()
-	before := heapInUse()
-	require.NoError(t, c.Run(func() error {
-		for i := range n {
-			v.Set([maxSharedSize]byte{byte(i)})
-			if i%3 == 0 {
-				w.Set([1024]byte{byte(i)}) // a context of two vars, too
-			}
-		}
-		return nil
-	}))
-	growth := int64(heapInUse()) - int64(before)
-	t.Logf("%d Sets: heap growth %d KiB", n, growth>>10)
-	assert.Less(t, growth, int64(64<<10), "the context keeps a few values, not every one set")
+// TestContext_Run_goexitRestores checks that runtime.Goexit inside fn
+// restores the previous context for the goroutine's deferred calls and
+// leaves c enterable.
+func TestContext_Run_goexitRestores(t *testing.T) {
+	c := contextvars.New()
+	v := contextvars.NewVarWithDefault("v", "default")
+	seen := make(chan string, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		v.Set("implicit")
+		defer func() { seen <- v.GetOr("") }()
+		_ = c.Run(func() error {
+			v.Set("inside")
+			runtime.Goexit()
+			return nil
+		})
+	}()
+	<-done
+	assert.Equal(t, "implicit", <-seen, "deferred calls after Goexit see the goroutine's own context")
+	assert.NoError(t, c.Run(func() error { return nil }), "c is not left entered")
 	got, _ := v.In(c)
-	assert.Equal(t, byte((n-1)%256), got[0])
-	runtime.KeepAlive(c)
+	assert.Equal(t, "inside", got)
+}
+
+// TestContext_Run_otherGoroutine holds goroutine A inside c.Run while B
+// tries to enter c: B is refused, without its fn being called, until A
+// leaves.
+func TestContext_Run_otherGoroutine(t *testing.T) {
+	c := contextvars.New()
+	inside, release := make(chan struct{}), make(chan struct{})
+	aDone := make(chan error)
+	go func() {
+		aDone <- c.Run(func() error {
+			close(inside)
+			<-release
+			return nil
+		})
+	}()
+	<-inside
+
+	called := false
+	err := c.Run(func() error { called = true; return nil })
+	require.ErrorIs(t, err, contextvars.ErrAlreadyEntered)
+	assert.False(t, called)
+	_, err = contextvars.Call(c, func() (int, error) { called = true; return 0, nil })
+	assert.ErrorIs(t, err, contextvars.ErrAlreadyEntered)
+	assert.False(t, called)
+
+	// A different context nests normally meanwhile.
+	assert.NoError(t, contextvars.New().Run(func() error { return nil }))
+
+	close(release)
+	require.NoError(t, <-aDone)
+	assert.NoError(t, c.Run(func() error { called = true; return nil }))
+	assert.True(t, called, "c can be entered once A has left")
+}
+
+// TestGo checks that Go runs fn in a copy of the caller's context.
+func TestGo(t *testing.T) {
+	isolated(t, func() {
+		v := contextvars.NewVarWithDefault("v", "default")
+		v.Set("parent")
+		done := make(chan string)
+		contextvars.Go(func() {
+			got := v.GetOr("")
+			v.Set("child")
+			done <- got + "/" + v.GetOr("")
+		})
+		v.Set("parent later")
+		assert.Equal(t, "parent/child", <-done, "fn sees the context as it was when Go was called")
+		assert.Equal(t, "parent later", v.GetOr(""), "fn's Set does not reach the caller")
+	})
+	assert.PanicsWithError(t, "contextvars: nil func", func() { contextvars.Go(nil) })
+}
+
+// TestGo_plainGoroutineStartsEmpty checks that a go statement starts with an
+// empty context, not the parent's.
+func TestGo_plainGoroutineStartsEmpty(t *testing.T) {
+	isolated(t, func() {
+		v := contextvars.NewVar[int]("v")
+		v.Set(1)
+		done := make(chan bool)
+		go func() {
+			_, ok := v.Get()
+			done <- ok
+		}()
+		assert.False(t, <-done)
+	})
 }

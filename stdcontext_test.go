@@ -85,21 +85,3 @@ func TestRunFrom(t *testing.T) {
 	assert.EqualError(t, contextvars.RunFrom(nil, func() error { return nil }), "contextvars: nil context.Context") //nolint:staticcheck
 	assert.EqualError(t, contextvars.RunFrom(ctx, nil), "contextvars: nil func")
 }
-
-func TestLookup(t *testing.T) {
-	n := contextvars.NewVarWithDefault("n", 7)
-	isolated(t, func() {
-		got, ok := contextvars.Lookup(n)
-		assert.False(t, ok, "Lookup ignores the default")
-		assert.Nil(t, got)
-		n.Set(3)
-		got, ok = contextvars.Lookup(n)
-		assert.True(t, ok)
-		assert.Equal(t, 3, got)
-	})
-	var nilVar *contextvars.Var[int]
-	_, ok := contextvars.Lookup(nilVar)
-	assert.False(t, ok, "Lookup(nil *Var)")
-	_, ok = contextvars.Lookup(nil)
-	assert.False(t, ok, "Lookup(nil)")
-}

@@ -1,5 +1,13 @@
 package contextvars
 
+// This file holds Var, a context variable, with its reads (Get, GetOr, In),
+// Set and Reset, and varCore, the type-independent part of a Var that tries
+// use as their key.
+//
+// Invariant: a var's hash and info are set before any binding of it exists
+// (by NewVar, or by a zero Var's first Set) and never change after, so code
+// that finds a binding of the var can rely on both.
+
 import (
 	"fmt"
 	"reflect"
@@ -83,11 +91,8 @@ func (v *Var[T]) Default() (T, bool) {
 //
 // Get takes no lock and allocates nothing.
 func (v *Var[T]) Get() (T, bool) {
-	if v == nil {
-		panic(errNilVar)
-	}
-	if l := currentLeaf(&v.c); l != nil {
-		return bindingOf[T](l).val, true
+	if b := v.bound(); b != nil {
+		return b.val, true
 	}
 	return v.def, v.hasDef
 }
@@ -96,11 +101,8 @@ func (v *Var[T]) Get() (T, bool) {
 // def. As with Python's ContextVar.get(default), def is returned even if v has
 // a default of its own.
 func (v *Var[T]) GetOr(def T) T {
-	if v == nil {
-		panic(errNilVar)
-	}
-	if l := currentLeaf(&v.c); l != nil {
-		return bindingOf[T](l).val
+	if b := v.bound(); b != nil {
+		return b.val
 	}
 	return def
 }
@@ -109,13 +111,20 @@ func (v *Var[T]) GetOr(def T) T {
 // Python's ctx.get(var). The ok result is false if c has no value for v or c
 // is nil. In may be called from any goroutine.
 func (v *Var[T]) In(c *Context) (T, bool) {
-	if v != nil && c != nil {
-		if l := c.root.Load().get(&v.c); l != nil {
-			return bindingOf[T](l).val, true
-		}
+	if b := bindingOf[T](c.leaf(v.core())); b != nil {
+		return b.val, true
 	}
 	var zero T
 	return zero, false
+}
+
+// bound returns v's binding in the calling goroutine's current context, or
+// nil.
+func (v *Var[T]) bound() *binding[T] {
+	if v == nil {
+		panic(errNilVar)
+	}
+	return bindingOf[T](currentLeaf(&v.c))
 }
 
 // Set sets v to value in the calling goroutine's current context and returns
@@ -125,8 +134,7 @@ func (v *Var[T]) In(c *Context) (T, bool) {
 //
 // Set allocates the new binding and the token, and one trie node per level
 // of the path it copies (none if v is the context's only var). Where T holds
-// no pointers and is at most 64 bytes, binding and token are one allocation:
-// the token is the binding, with the old value beside it.
+// no pointers and is at most 64 bytes, binding and token are one allocation.
 func (v *Var[T]) Set(value T) *Token[T] {
 	if v == nil {
 		panic(errNilVar)
@@ -135,40 +143,11 @@ func (v *Var[T]) Set(value T) *Token[T] {
 	if gs == nil {
 		gs = newImplicit()
 	}
+	t, l := newToken(v, value)
 	c := gs.current
-	info := v.info()
-
-	t := new(Token[T])
-	t.b.leaf.key = &v.c
-	b := &t.b
-	if !info.tokenIsBinding {
-		// The token holds the old value, which may hold on to memory that
-		// the trie must not keep alive, or is large: the trie gets a
-		// binding of its own. Otherwise the trie keeps the token, whose
-		// old value refers to nothing and costs at most maxSharedSize.
-		b = new(binding[T])
-		b.leaf.key = &v.c
-	}
-	b.val = value
-	word := c.idFor(gs)
-
-	root, replaced := &b.leaf, c.root.Load()
-	if replaced == nil || replaced.key != &v.c {
-		// Not the fast case of v being the context's only var.
-		root, replaced = replaced.set(root, 0)
-	}
-	if replaced != nil {
-		t.old = bindingOf[T](replaced).val
-		word |= tokenHasOld
-	}
-	// The token's state is written before the binding is published: from then on,
-	// other goroutines may read the trie, and they never read a leaf's
-	// word (see node).
-	t.b.leaf.word = word
-	c.root.Store(root)
-	if gs.cached {
-		gs.clearCache() // it may hold the replaced trie
-	}
+	root, replaced := c.root.Load().set(l)
+	t.bind(c.idFor(gs), replaced)
+	gs.setRoot(root)
 	return t
 }
 
@@ -187,44 +166,17 @@ func (v *Var[T]) Reset(t *Token[T]) error {
 	if v == nil {
 		return errNilVar
 	}
-	if t == nil {
-		return errNilTokenf(v.String() + ".Reset(nil)")
+	gs, hasOld, err := t.consume(v)
+	if err != nil {
+		return err
 	}
-	k := t.b.leaf.key
-	if k == nil {
-		return errNilTokenf("zero Token was not returned by Var.Set")
-	}
-	ts := t.state()
-	if ts&tokenUsed != 0 {
-		return tokenError(ErrTokenUsed, t, "has already been used once")
-	}
-	if k != &v.c {
-		return tokenError(ErrTokenVar, t, "was created by a different ContextVar")
-	}
-	gs := state()
-	if gs == nil || gs.current == nil || gs.current.id() != ts&ctxIDMask {
-		return tokenError(ErrTokenContext, t, "was created in a different Context")
-	}
-	// Only the goroutine whose current context is t's gets here, and a
-	// context is current for one goroutine at a time, so the swap cannot
-	// fail; it is a CAS so that a broken promise is an error, not a double
-	// reset.
-	if !atomic.CompareAndSwapUint64(&t.b.leaf.word, ts, ts|tokenUsed) {
-		return tokenError(ErrTokenUsed, t, "has already been used once")
-	}
-	c := gs.current
-	root := c.root.Load()
-	if ts&tokenHasOld == 0 {
-		root, _ = root.delete(&v.c, 0)
+	root := gs.current.root.Load()
+	if hasOld {
+		root, _ = root.set(newBinding(v, t.old))
 	} else {
-		b := &binding[T]{val: t.old}
-		b.leaf.key = &v.c
-		root, _ = root.set(&b.leaf, 0)
+		root, _ = root.delete(&v.c)
 	}
-	c.root.Store(root)
-	if gs.cached {
-		gs.clearCache() // it may hold the replaced trie
-	}
+	gs.setRoot(root)
 	return nil
 }
 

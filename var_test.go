@@ -1,12 +1,12 @@
 package contextvars_test
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
 	"regexp"
-	"sync"
+	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -65,36 +65,6 @@ func TestVar_String(t *testing.T) {
 	var nilVar *contextvars.Var[int]
 	assert.Equal(t, "<ContextVar nil>", nilVar.String())
 	assert.Equal(t, "", nilVar.Name())
-}
-
-// test_token_contextmanager_with_default (Python 3.14): `with c.set(36):`.
-func TestToken_Reset_deferWithDefault(t *testing.T) {
-	c := contextvars.NewVarWithDefault("c", 42)
-	require.NoError(t, contextvars.New().Run(func() error {
-		func() {
-			defer c.Set(36).Reset()
-			got, _ := c.Get()
-			assert.Equal(t, 36, got)
-		}()
-		got, _ := c.Get()
-		assert.Equal(t, 42, got)
-		return nil
-	}))
-}
-
-// test_token_contextmanager_without_default (Python 3.14).
-func TestToken_Reset_deferWithoutDefault(t *testing.T) {
-	c := contextvars.NewVar[int]("c")
-	require.NoError(t, contextvars.New().Run(func() error {
-		func() {
-			defer c.Set(36).Reset()
-			got, _ := c.Get()
-			assert.Equal(t, 36, got)
-		}()
-		_, ok := c.Get()
-		assert.False(t, ok, "LookupError after the scope")
-		return nil
-	}))
 }
 
 // TestVar_Get is the table of Get, GetOr and In.
@@ -368,83 +338,6 @@ func TestVar_nil(t *testing.T) {
 	assert.False(t, ok)
 }
 
-// TestToken_nil checks the methods of a nil *Token.
-func TestToken_nil(t *testing.T) {
-	var tok *contextvars.Token[int]
-	assert.Nil(t, tok.Var())
-	_, ok := tok.OldValue()
-	assert.False(t, ok)
-	err := tok.Reset()
-	require.ErrorIs(t, err, contextvars.ErrNilToken)
-	assert.Regexp(t, "^contextvars: ", err.Error())
-	assert.Equal(t, "<Token nil>", tok.String())
-	assert.ErrorIs(t, (&contextvars.Token[int]{}).Reset(), contextvars.ErrNilToken)
-}
-
-// TestToken_resetRace lets goroutines race to Reset one token: the one in
-// its context may win once; the others are refused.
-func TestToken_resetRace(t *testing.T) {
-	for range 20 {
-		c, v := contextvars.New(), contextvars.NewVar[int]("v")
-		tok, _ := contextvars.Call(c, func() (*contextvars.Token[int], error) { return v.Set(1), nil })
-		var wg sync.WaitGroup
-		errs := make([]error, 4)
-		for i := range errs {
-			wg.Go(func() {
-				if i == 0 {
-					errs[i] = c.Run(tok.Reset)
-					return
-				}
-				errs[i] = tok.Reset()
-			})
-		}
-		wg.Wait()
-		wins := 0
-		for _, err := range errs {
-			if err == nil {
-				wins++
-				continue
-			}
-			assert.True(t, errors.Is(err, contextvars.ErrTokenUsed) || errors.Is(err, contextvars.ErrTokenContext), "%v", err)
-		}
-		assert.Equal(t, 1, wins)
-		assert.Equal(t, 0, c.Len())
-	}
-}
-
-// TestGo checks that Go runs fn in a copy of the caller's context.
-func TestGo(t *testing.T) {
-	isolated(t, func() {
-		v := contextvars.NewVarWithDefault("v", "default")
-		v.Set("parent")
-		done := make(chan string)
-		contextvars.Go(func() {
-			got := v.GetOr("")
-			v.Set("child")
-			done <- got + "/" + v.GetOr("")
-		})
-		v.Set("parent later")
-		assert.Equal(t, "parent/child", <-done, "fn sees the context as it was when Go was called")
-		assert.Equal(t, "parent later", v.GetOr(""), "fn's Set does not reach the caller")
-	})
-	assert.PanicsWithError(t, "contextvars: nil func", func() { contextvars.Go(nil) })
-}
-
-// TestGo_plainGoroutineStartsEmpty checks that a go statement starts with an
-// empty context, not the parent's.
-func TestGo_plainGoroutineStartsEmpty(t *testing.T) {
-	isolated(t, func() {
-		v := contextvars.NewVar[int]("v")
-		v.Set(1)
-		done := make(chan bool)
-		go func() {
-			_, ok := v.Get()
-			done <- ok
-		}()
-		assert.False(t, <-done)
-	})
-}
-
 // TestVar_Get_largeContexts reads and writes many vars across contexts that
 // share and then diverge from one trie, checking every Get against a map:
 // lookups in tries of many vars go through each goroutine's lookup cache,
@@ -496,4 +389,183 @@ func TestVar_Get_largeContexts(t *testing.T) {
 			return nil
 		}))
 	}
+}
+
+// TestVar_Set_dropsOldValue checks that once v is set again and the token
+// is dropped, the old value is garbage, as in Python: the trie holds only
+// the current value, even though tokens of pointer-free types share an
+// allocation with their binding.
+func TestVar_Set_dropsOldValue(t *testing.T) {
+	const size = 64 << 20
+	buf := contextvars.NewVar[[]byte]("buf")
+	n := contextvars.NewVar[[4]int]("n")
+	c := contextvars.New()
+	before := contextvars.HeapInUse()
+	require.NoError(t, c.Run(func() error {
+		buf.Set(make([]byte, size))
+		buf.Set(nil) // the token, which holds the old slice, is dropped
+		n.Set([4]int{1})
+		n.Set([4]int{2})
+		return nil
+	}))
+	growth := int64(contextvars.HeapInUse()) - int64(before)
+	t.Logf("heap growth after replacing a %d MiB value: %d KiB", size>>20, growth>>10)
+	assert.Less(t, growth, int64(1<<20), "the old value is not kept alive")
+	got, _ := n.In(c)
+	assert.Equal(t, [4]int{2}, got)
+	runtime.KeepAlive(c)
+}
+
+// TestVar_Set_loopDoesNotChain sets vars 20,000 times in a context without
+// resetting, with values of pointer-free types, whose tokens hold the old
+// value; v's tokens are the bindings the trie keeps (see Var.Set). The
+// context must keep a few values alive, not a chain of all of them.
+func TestVar_Set_loopDoesNotChain(t *testing.T) {
+	const n = 20_000
+	v := contextvars.NewVar[[contextvars.MaxSharedSize]byte]("v")
+	w := contextvars.NewVar[[1024]byte]("w")
+	c := contextvars.New()
+	before := contextvars.HeapInUse()
+	require.NoError(t, c.Run(func() error {
+		for i := range n {
+			v.Set([contextvars.MaxSharedSize]byte{byte(i)})
+			if i%3 == 0 {
+				w.Set([1024]byte{byte(i)}) // a context of two vars, too
+			}
+		}
+		return nil
+	}))
+	growth := int64(contextvars.HeapInUse()) - int64(before)
+	t.Logf("%d Sets: heap growth %d KiB", n, growth>>10)
+	assert.Less(t, growth, int64(64<<10), "the context keeps a few values, not every one set")
+	got, _ := v.In(c)
+	assert.Equal(t, byte((n-1)%256), got[0])
+	runtime.KeepAlive(c)
+}
+
+// TestVar_setResetAndCopies ports test_context_getset_1: Set, Reset and
+// their tokens, and copies taken between them that do not change.
+func TestVar_setResetAndCopies(t *testing.T) {
+	isolated(t, func() {
+		c := contextvars.NewVar[any]("c")
+		_, ok := c.Get()
+		assert.False(t, ok, "LookupError")
+		assert.Nil(t, c.GetOr(nil))
+
+		t0 := c.Set(42)
+		assert.Equal(t, 42, c.GetOr(nil))
+		_, ok = t0.OldValue()
+		assert.False(t, ok, "t0.old_value is Token.MISSING")
+		assert.Same(t, c, t0.Var())
+
+		tok := c.Set("spam")
+		assert.Equal(t, "spam", c.GetOr(nil))
+		old, ok := tok.OldValue()
+		assert.True(t, ok)
+		assert.Equal(t, 42, old)
+		require.NoError(t, c.Reset(tok))
+		assert.Equal(t, 42, c.GetOr(nil))
+
+		c.Set("spam2")
+		err := c.Reset(tok)
+		require.ErrorIs(t, err, contextvars.ErrTokenUsed)
+		assert.Contains(t, err.Error(), "has already been used")
+		assert.Equal(t, "spam2", c.GetOr(nil), "a refused Reset changes nothing")
+
+		ctx1 := contextvars.CopyContext()
+		assert.True(t, ctx1.Contains(c))
+
+		require.NoError(t, c.Reset(t0))
+		assert.ErrorIs(t, c.Reset(t0), contextvars.ErrTokenUsed)
+		assert.Nil(t, c.GetOr(nil))
+
+		assert.True(t, ctx1.Contains(c), "the copy did not change")
+		got, _ := ctx1.Get(c)
+		assert.Equal(t, "spam2", got)
+		assert.Equal(t, 1, ctx1.Len())
+		assert.Equal(t, map[string]any{"c": "spam2"}, collect(ctx1))
+		assert.Equal(t, []any{"spam2"}, slices.Collect(ctx1.Values()))
+		assert.Equal(t, []contextvars.Key{c}, slices.Collect(ctx1.Keys()))
+
+		ctx2 := contextvars.CopyContext()
+		assert.False(t, ctx2.Contains(c))
+		_, ok = ctx2.Get(c)
+		assert.False(t, ok, "KeyError")
+		assert.Equal(t, 0, ctx2.Len())
+		assert.Empty(t, slices.Collect(ctx2.Keys()))
+	})
+}
+
+// TestVar_Reset_tokenOfAnotherVar ports test_context_getset_2.
+func TestVar_Reset_tokenOfAnotherVar(t *testing.T) {
+	isolated(t, func() {
+		v1 := contextvars.NewVar[int]("v1")
+		v2 := contextvars.NewVar[int]("v2")
+		t1 := v1.Set(42)
+		// A token of another var of the same type: Go's types rule out the
+		// rest.
+		err := v2.Reset(t1)
+		require.ErrorIs(t, err, contextvars.ErrTokenVar)
+		assert.Contains(t, err.Error(), "by a different")
+		assert.NoError(t, v1.Reset(t1), "the refused Reset did not use the token")
+	})
+}
+
+// TestVar_setInRunShowsInContext ports test_context_getset_3: a Set and
+// its Reset inside Run show in the context's reads.
+func TestVar_setInRunShowsInContext(t *testing.T) {
+	isolated(t, func() {
+		c := contextvars.NewVarWithDefault("c", 42)
+		ctx := contextvars.New()
+		require.NoError(t, ctx.Run(func() error {
+			assert.Equal(t, -1, c.GetOr(-1), "GetOr's argument beats the var's default")
+			got, _ := c.Get()
+			assert.Equal(t, 42, got)
+			_, ok := ctx.Get(c)
+			assert.False(t, ok, "KeyError")
+			assert.False(t, ctx.Contains(c))
+			assert.Empty(t, slices.Collect(ctx.Keys()))
+
+			tok := c.Set(1)
+			assert.Equal(t, []contextvars.Key{c}, slices.Collect(ctx.Keys()))
+			v, _ := ctx.Get(c)
+			assert.Equal(t, 1, v)
+
+			require.NoError(t, c.Reset(tok))
+			assert.Empty(t, slices.Collect(ctx.Keys()))
+			_, ok = ctx.Get(c)
+			assert.False(t, ok)
+			return nil
+		}))
+	})
+}
+
+// TestVar_Reset_tokenOfAnotherContext ports test_context_getset_4.
+func TestVar_Reset_tokenOfAnotherContext(t *testing.T) {
+	isolated(t, func() {
+		c := contextvars.NewVarWithDefault("c", 42)
+		ctx := contextvars.New()
+		tok, err := contextvars.Call(ctx, func() (*contextvars.Token[int], error) { return c.Set(1), nil })
+		require.NoError(t, err)
+		err = c.Reset(tok)
+		require.ErrorIs(t, err, contextvars.ErrTokenContext)
+		assert.Contains(t, err.Error(), "different Context")
+		assert.NoError(t, ctx.Run(tok.Reset), "the token still works in its own context")
+	})
+}
+
+// TestVar_setInCopyLeavesCaller ports test_context_getset_5: a mutable
+// value set again in a copied context does not change the caller's.
+func TestVar_setInCopyLeavesCaller(t *testing.T) {
+	isolated(t, func() {
+		c := contextvars.NewVarWithDefault("c", []int{42})
+		c.Set([]int{})
+		require.NoError(t, contextvars.CopyContext().Run(func() error {
+			c.Set([]int{})
+			c.Set(append(c.GetOr(nil), 42))
+			assert.Equal(t, []int{42}, c.GetOr(nil))
+			return nil
+		}))
+		assert.Equal(t, []int{}, c.GetOr(nil))
+	})
 }

@@ -1,0 +1,164 @@
+package contextvars
+
+// This file holds a goroutine's state (gstate): its current context and its
+// lookup cache, and state, the one way every operation finds the calling
+// goroutine's state (its fast path inlined, its slow path not).
+//
+// Invariant: only the goroutine that owns a gstate reads or writes its
+// fields after owner, so they need no synchronization; a gstate changes
+// hands only through compare-and-swaps of owner (registry.go), which order
+// one owner's writes before the next owner's. A goroutine that finds its
+// state has a current context: it is inside a Run, or holds an implicit
+// context. The lookup cache refers only to tries that the goroutine's
+// contexts hold anyway: it is cleared whenever the current trie is replaced
+// and whenever the goroutine leaves a Run.
+
+import "sync/atomic"
+
+// gstate is one goroutine's state. Only its owner reads or writes the fields
+// after owner.
+type gstate struct {
+	// owner is the id of the goroutine whose state this is, with flags, or
+	// 0 if the state is free (see registry.go). It is read and changed
+	// with sync/atomic only.
+	owner uint64
+
+	current *Context // the context the goroutine runs in; nil: none
+
+	// cache remembers the last lookups of vars in tries of more than one
+	// var, as CPython's ContextVar caches its last value: reading a var
+	// again costs what reading the only var of a context costs, however
+	// many vars the context holds. Entries are checked against the current
+	// root, so a hit is always right. An entry keeps its trie alive, so the
+	// cache is cleared whenever the goroutine's current trie is replaced
+	// (Set, Reset) and whenever it leaves a Run: it only ever refers to
+	// tries that the goroutine's contexts hold anyway.
+	cache  [lookupCacheSize]cacheEntry
+	cached bool // some entry of cache may be set
+
+	// nextID and endID are the block of context ids this state hands out
+	// (newContextID); taking ids in blocks keeps goroutines off one shared
+	// counter. The block passes on with the state to its next owner.
+	nextID, endID uint64
+
+	// The padding rounds the state up to a size class of its own (192
+	// bytes), so that states of goroutines on different cores, which are
+	// allocated side by side, share few cache lines.
+	_ [48]byte
+}
+
+// clearCache drops the goroutine's lookup cache.
+func (gs *gstate) clearCache() {
+	gs.cache, gs.cached = [lookupCacheSize]cacheEntry{}, false
+}
+
+// lookupCacheSize is the number of entries of a goroutine's lookup cache,
+// indexed by the low bits of the var's hash: enough for the few vars a
+// request reads again and again (request ID, span, tenant, deadline).
+const lookupCacheSize = 4
+
+// cacheEntry records that in the trie rooted at root, key is bound to leaf
+// (nil: not bound).
+type cacheEntry struct {
+	key  *varCore
+	root *node
+	leaf *node
+}
+
+// contextIDs is the last context id given out in a block; see gstate.
+var contextIDs atomic.Uint64
+
+// idBlock is the number of context ids a state takes at once.
+const idBlock = 1024
+
+// newContextID returns a context id never returned before: ids come from a
+// 62-bit counter, which does not wrap in the life of a process.
+func (gs *gstate) newContextID() uint64 {
+	if gs.nextID == gs.endID {
+		gs.endID = contextIDs.Add(idBlock) + 1
+		gs.nextID = gs.endID - idBlock
+	}
+	id := gs.nextID
+	gs.nextID++
+	return id
+}
+
+// setRoot publishes root as the trie of the goroutine's current context
+// (Set and Reset), and drops the lookup cache, which may hold the trie
+// root replaces.
+func (gs *gstate) setRoot(root *node) {
+	gs.current.root.Store(root)
+	if gs.cached {
+		gs.clearCache()
+	}
+}
+
+// state returns the calling goroutine's state, or nil if it has none (it is
+// outside any Run and holds no implicit context). It is how every operation
+// finds the goroutine's state: the lookup's fast path is inlined here, its
+// slow path is not.
+func state() *gstate {
+	id := goroutineID()
+	if gs := reg.atHome(id); gs != nil {
+		return gs
+	}
+	return reg.lookupSlow(id)
+}
+
+// claimState returns the calling goroutine's state, claiming one for it if
+// it has none: entering a Run. Like state, its fast path inlines and its
+// slow path (acquire) does not.
+func claimState() *gstate {
+	id := goroutineID()
+	if gs := reg.atHome(id); gs != nil {
+		return gs
+	}
+	return reg.acquire(id, false)
+}
+
+// current returns the calling goroutine's current context, or nil if it has
+// none.
+func current() *Context {
+	if gs := state(); gs != nil {
+		return gs.current
+	}
+	return nil
+}
+
+// newImplicit registers the calling goroutine, which has no state, with an
+// implicit context, and returns its state.
+//
+//go:noinline
+func newImplicit() *gstate {
+	gs := reg.acquire(goroutineID(), true)
+	gs.current = new(Context)
+	return gs
+}
+
+// currentLeaf returns the leaf bound to k in the calling goroutine's current
+// context, or nil. It is Var.Get's lookup: a context of one var is answered
+// from its root; a larger one through the goroutine's lookup cache, then the
+// trie.
+func currentLeaf(k *varCore) *node {
+	gs := state()
+	if gs == nil {
+		return nil
+	}
+	// A goroutine that finds its state has a current context: it is
+	// inside a Run or holds an implicit context (see registry.go).
+	root := gs.current.root.Load()
+	if root == nil || root.key != nil { // a context of at most one var
+		return root.get(k)
+	}
+	// The cache is keyed by (var, root). A root identifies one immutable
+	// trie, and the entry holds it, so its address cannot be reused for
+	// another trie while the entry stands: a hit is always right.
+	e := &gs.cache[k.hash()&(lookupCacheSize-1)]
+	if e.key == k && e.root == root {
+		return e.leaf
+	}
+	l := root.find(k)
+	*e = cacheEntry{key: k, root: root, leaf: l}
+	gs.cached = true
+	return l
+}

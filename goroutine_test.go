@@ -1,0 +1,74 @@
+package contextvars
+
+import (
+	"runtime"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestCache_dropsReplacedValue: inside Run, Get fills the lookup cache
+// and Set replaces the value; the replaced value must be garbage once its
+// token is, while the goroutine stays inside Run.
+func TestCache_dropsReplacedValue(t *testing.T) {
+	const size = 64 << 20
+	big := NewVar[[]byte]("big")
+	other := NewVar[int]("other")
+	require.NoError(t, New().Run(func() error {
+		other.Set(1) // two vars: Get goes through the cache
+		big.Set(make([]byte, size))
+		before := heapInUse()
+		got, _ := big.Get()
+		require.Len(t, got, size)
+		got = nil
+		big.Set(nil)
+		growth := int64(heapInUse()) - int64(before)
+		t.Logf("heap change after replacing a %d MiB value read through the cache: %d KiB", size>>20, growth>>10)
+		assert.Less(t, growth, int64(-size/2), "the replaced value is garbage")
+		runtime.KeepAlive(got)
+		return nil
+	}))
+}
+
+// TestCache_doesNotOutliveRun checks that a goroutine's lookup cache
+// does not keep a context's trie alive once the goroutine has left the
+// Run, also when the goroutine holds an implicit context and so keeps its
+// state.
+func TestCache_doesNotOutliveRun(t *testing.T) {
+	for _, implicit := range []bool{false, true} {
+		const nvars, size = 64, 1 << 20
+		before := heapInUse()
+		ready, release := make(chan struct{}), make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if implicit {
+				NewVar[int]("implicit").Set(1)
+			}
+			vars := make([]*Var[[]byte], nvars)
+			for i := range vars {
+				vars[i] = NewVar[[]byte]("v")
+			}
+			_ = New().Run(func() error {
+				for _, v := range vars {
+					v.Set(make([]byte, size))
+				}
+				for _, v := range vars {
+					if got, _ := v.Get(); len(got) != size { // fills the cache
+						t.Error("Get after Set")
+					}
+				}
+				return nil
+			})
+			close(ready)
+			<-release
+		}()
+		<-ready
+		growth := int64(heapInUse()) - int64(before)
+		close(release)
+		<-done
+		t.Logf("implicit=%v: heap growth while the goroutine waits after Run: %d KiB (the context held %d KiB)", implicit, growth>>10, nvars*size>>10)
+		assert.Less(t, growth, int64(nvars*size/8), "implicit=%v: the goroutine's state keeps no trie of a context it left", implicit)
+	}
+}
