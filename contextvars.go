@@ -173,6 +173,12 @@ func errNilTokenf(what string) error {
 	return &cvError{ErrNilToken, "contextvars: nil token: " + what}
 }
 
+// errInternal returns the error a broken invariant of the package panics
+// with: a bug in the package, never the caller's doing.
+func errInternal(what string) error {
+	return errors.New("contextvars: internal error: " + what)
+}
+
 // Go calls fn in a new goroutine whose current context is a copy of the
 // caller's, taken before Go returns: what the caller had set is visible to
 // fn, and what fn sets is not visible to the caller. It is the goroutine

@@ -433,7 +433,7 @@ func allocInner[A any]() *node { return &new(withKids[A]).n }
 func init() {
 	if unsafe.Offsetof(withKids[[1]*node]{}.a) != unsafe.Sizeof(node{}) ||
 		unsafe.Offsetof(withKids[[32]*node]{}.a) != unsafe.Sizeof(node{}) {
-		panic("contextvars: a node's kids do not follow it")
+		panic(errInternal("a node's kids do not follow it"))
 	}
 }
 
@@ -451,5 +451,5 @@ func bigInner(k int) *node {
 	case k <= 256:
 		return allocInner[[256]*node]()
 	}
-	panic("contextvars: internal error: a collision node of more than 256 keys")
+	panic(errInternal("a collision node of more than 256 keys"))
 }

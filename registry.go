@@ -330,7 +330,7 @@ func (r *registry) freeSlow(gs *gstate, owner uint64) {
 	s := &r.shards[shardOf(idHash(owner&ownerIDMask))]
 	for !atomic.CompareAndSwapUint64(&gs.owner, owner, 0) {
 		if atomic.LoadUint64(&gs.owner) != owner|ownerMoved {
-			panic("contextvars: internal error: freeing a goroutine state not owned")
+			panic(errInternal("freeing a goroutine state not owned"))
 		}
 		s.waitGrowth()
 	}

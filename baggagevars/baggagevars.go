@@ -103,12 +103,12 @@ func Text[T encoding.TextMarshaler, PT interface {
 func Func[T any](v *contextvars.Var[T], key string, encode func(T) (string, error), decode func(string) (T, error)) Field {
 	switch {
 	case v == nil:
-		panic("contextvars: baggagevars: nil var")
+		panic(errors.New("contextvars: baggagevars: nil var"))
 	case encode == nil || decode == nil:
-		panic("contextvars: baggagevars: nil encode or decode func")
+		panic(errors.New("contextvars: baggagevars: nil encode or decode func"))
 	}
 	if _, err := baggage.NewMemberRaw(key, ""); err != nil {
-		panic(fmt.Sprintf("contextvars: baggagevars: bad baggage key %q: %v", key, err))
+		panic(fmt.Errorf("contextvars: baggagevars: bad baggage key %q: %v", key, err))
 	}
 	return Field{
 		key: key,
@@ -154,10 +154,10 @@ func New(fields ...Field) *Propagator {
 	seen := map[string]bool{}
 	for _, f := range fields {
 		if f.v == nil {
-			panic("contextvars: baggagevars.New: zero Field")
+			panic(errors.New("contextvars: baggagevars.New: zero Field"))
 		}
 		if seen[f.key] {
-			panic(fmt.Sprintf("contextvars: baggagevars.New: two fields with key %q", f.key))
+			panic(fmt.Errorf("contextvars: baggagevars.New: two fields with key %q", f.key))
 		}
 		seen[f.key] = true
 	}
@@ -322,7 +322,7 @@ func Apply(ctx context.Context) int {
 // Handler panics if p or next is nil.
 func Handler(p *Propagator, next http.Handler) http.Handler {
 	if p == nil || next == nil {
-		panic("contextvars: baggagevars.Handler: nil Propagator or http.Handler")
+		panic(errors.New("contextvars: baggagevars.Handler: nil Propagator or http.Handler"))
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := p.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
@@ -344,7 +344,7 @@ func Handler(p *Propagator, next http.Handler) http.Handler {
 // Transport panics if p is nil.
 func Transport(p *Propagator, base http.RoundTripper) http.RoundTripper {
 	if p == nil {
-		panic("contextvars: baggagevars.Transport: nil Propagator")
+		panic(errors.New("contextvars: baggagevars.Transport: nil Propagator"))
 	}
 	if base == nil {
 		base = http.DefaultTransport

@@ -244,15 +244,15 @@ func TestHandler_hostileInput(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
-	assert.PanicsWithValue(t, "contextvars: baggagevars: nil var", func() { baggagevars.String(nil, "k") })
+	assert.PanicsWithError(t, "contextvars: baggagevars: nil var", func() { baggagevars.String(nil, "k") })
 	assert.Panics(t, func() { baggagevars.String(tenant, "") }, "an empty key")
-	assert.PanicsWithValue(t, "contextvars: baggagevars: nil encode or decode func", func() {
+	assert.PanicsWithError(t, "contextvars: baggagevars: nil encode or decode func", func() {
 		baggagevars.Func[int](attempt, "n", nil, strconv.Atoi)
 	})
-	assert.PanicsWithValue(t, `contextvars: baggagevars.New: two fields with key "k"`, func() {
+	assert.PanicsWithError(t, `contextvars: baggagevars.New: two fields with key "k"`, func() {
 		baggagevars.New(baggagevars.String(tenant, "k"), baggagevars.Func(attempt, "k", func(int) (string, error) { return "", nil }, strconv.Atoi))
 	})
-	assert.PanicsWithValue(t, "contextvars: baggagevars.New: zero Field", func() { baggagevars.New(baggagevars.Field{}) })
+	assert.PanicsWithError(t, "contextvars: baggagevars.New: zero Field", func() { baggagevars.New(baggagevars.Field{}) })
 	assert.Panics(t, func() { baggagevars.Handler(nil, http.NotFoundHandler()) })
 	assert.Panics(t, func() { baggagevars.Transport(nil, nil) })
 	_, err := baggagevars.Transport(newPropagator(), nil).RoundTrip(nil)

@@ -15,6 +15,7 @@
 package httpvars
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/go-contextvars/contextvars"
@@ -28,7 +29,7 @@ import (
 // Handler panics if next is nil.
 func Handler(next http.Handler) http.Handler {
 	if next == nil {
-		panic("contextvars: httpvars.Handler: nil http.Handler")
+		panic(errors.New("contextvars: httpvars.Handler: nil http.Handler"))
 	}
 	return &handler{base: contextvars.CopyContext(), next: next}
 }

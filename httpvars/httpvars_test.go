@@ -127,7 +127,7 @@ func TestHandler_panics(t *testing.T) {
 }
 
 func TestHandler_nil(t *testing.T) {
-	assert.PanicsWithValue(t, "contextvars: httpvars.Handler: nil http.Handler", func() { httpvars.Handler(nil) })
+	assert.PanicsWithError(t, "contextvars: httpvars.Handler: nil http.Handler", func() { httpvars.Handler(nil) })
 }
 
 // ExampleHandler shows the middleware around a mux.

@@ -10,7 +10,9 @@ package slogvars
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"reflect"
 
 	"github.com/go-contextvars/contextvars"
 )
@@ -36,11 +38,11 @@ var _ slog.Handler = (*Handler)(nil)
 // of vars added. It panics if next or a var is nil.
 func NewHandler(next slog.Handler, vars ...contextvars.Key) *Handler {
 	if next == nil {
-		panic("contextvars: slogvars.NewHandler: nil slog.Handler")
+		panic(errors.New("contextvars: slogvars.NewHandler: nil slog.Handler"))
 	}
 	for _, v := range vars {
-		if v == nil || v.String() == "<ContextVar nil>" { // a nil interface or a nil *Var
-			panic("contextvars: slogvars.NewHandler: nil var")
+		if v == nil || reflect.ValueOf(v).IsNil() { // a nil interface, or a nil *Var in one
+			panic(errors.New("contextvars: slogvars.NewHandler: nil var"))
 		}
 	}
 	return &Handler{next: next, vars: append([]contextvars.Key(nil), vars...)}

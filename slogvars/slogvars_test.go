@@ -90,12 +90,12 @@ func TestHandler_addsSetVars(t *testing.T) {
 }
 
 func TestNewHandler_nil(t *testing.T) {
-	assert.PanicsWithValue(t, "contextvars: slogvars.NewHandler: nil slog.Handler", func() { slogvars.NewHandler(nil) })
+	assert.PanicsWithError(t, "contextvars: slogvars.NewHandler: nil slog.Handler", func() { slogvars.NewHandler(nil) })
 	var nilVar *contextvars.Var[int]
-	assert.PanicsWithValue(t, "contextvars: slogvars.NewHandler: nil var", func() {
+	assert.PanicsWithError(t, "contextvars: slogvars.NewHandler: nil var", func() {
 		slogvars.NewHandler(slog.NewJSONHandler(io.Discard, nil), nilVar)
 	})
-	assert.PanicsWithValue(t, "contextvars: slogvars.NewHandler: nil var", func() {
+	assert.PanicsWithError(t, "contextvars: slogvars.NewHandler: nil var", func() {
 		slogvars.NewHandler(slog.NewJSONHandler(io.Discard, nil), nil)
 	})
 }

@@ -26,11 +26,14 @@ import (
 	"github.com/go-contextvars/contextvars/slogvars"
 )
 
+// requestID and user are set per request.
 var (
-	service   = contextvars.NewVar[string]("service")
 	requestID = contextvars.NewVar[string]("request_id")
 	user      = contextvars.NewVar[string]("user")
 )
+
+// service is set once, at start-up, in the main goroutine's context.
+var service = contextvars.NewVar[string]("service")
 
 func main() {
 	if err := run(os.Stdout); err != nil {

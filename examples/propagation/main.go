@@ -24,10 +24,13 @@ import (
 	"github.com/go-contextvars/contextvars/httpvars"
 )
 
+// note is not among the vars chosen for baggage: it stays in service A.
+var note = contextvars.NewVar[string]("note")
+
+// tenant and user are the vars chosen to travel as baggage.
 var (
 	tenant = contextvars.NewVar[string]("tenant")
 	user   = contextvars.NewVar[string]("user")
-	note   = contextvars.NewVar[string]("note") // not chosen: stays in A
 )
 
 func main() {
