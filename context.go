@@ -125,7 +125,10 @@ func Lookup(key Key) (any, bool) {
 	if k == nil {
 		return nil, false
 	}
-	return currentLeaf(k).value()
+	if l := currentLeaf(k); l != nil {
+		return l.value(), true
+	}
+	return nil, false
 }
 
 // Copy returns a shallow copy of c: Python's Context.copy(). It is O(1).
@@ -154,7 +157,10 @@ func (c *Context) Contains(key Key) bool {
 // result is false if c holds no value for key, where Python's ctx[var]
 // raises KeyError and ctx.get(var) returns None. [Var.In] is the typed form.
 func (c *Context) Get(key Key) (any, bool) {
-	return c.leaf(coreOf(key)).value()
+	if l := c.leaf(coreOf(key)); l != nil {
+		return l.value(), true
+	}
+	return nil, false
 }
 
 // All returns an iterator over the vars set in c and their values: Python's
@@ -164,8 +170,7 @@ func (c *Context) Get(key Key) (any, bool) {
 func (c *Context) All() iter.Seq2[Key, any] {
 	return func(yield func(Key, any) bool) {
 		c.snapshot().walk(func(l *node) bool {
-			v, _ := l.value()
-			return yield(l.varKey(), v)
+			return yield(l.varKey(), l.value())
 		})
 	}
 }
@@ -185,8 +190,7 @@ func (c *Context) Keys() iter.Seq[Key] {
 func (c *Context) Values() iter.Seq[any] {
 	return func(yield func(any) bool) {
 		c.snapshot().walk(func(l *node) bool {
-			v, _ := l.value()
-			return yield(v)
+			return yield(l.value())
 		})
 	}
 }
@@ -231,11 +235,5 @@ func (c *Context) snapshot() *node {
 // of it exists (see varCore).
 func (l *node) varKey() Key { return l.key.info.Load().key }
 
-// value returns the value of leaf l, boxed, and true; nil and false for a
-// nil l.
-func (l *node) value() (any, bool) {
-	if l == nil {
-		return nil, false
-	}
-	return l.key.info.Load().value(l), true
-}
+// value returns the value of leaf l, boxed.
+func (l *node) value() any { return l.key.info.Load().value(l) }
