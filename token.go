@@ -74,10 +74,10 @@ func newBinding[T any](v *Var[T], val T) *node {
 
 // newToken returns the token of a Set of v to value, not yet bound to a
 // context, and the leaf that Set puts into the trie: the token's own
-// binding, one allocation, where v's info says tokenIsBinding.
-func newToken[T any](v *Var[T], value T) (*Token[T], *node) {
+// binding, one allocation, if isBinding (v's info says tokenIsBinding).
+func newToken[T any](v *Var[T], value T, isBinding bool) (*Token[T], *node) {
 	t := &Token[T]{b: binding[T]{leaf: node{key: &v.c}}}
-	if v.info().tokenIsBinding {
+	if isBinding {
 		t.b.val = value
 		return t, &t.b.leaf
 	}

@@ -18,7 +18,7 @@ import (
 func checkBindingOf[T any](t *testing.T, val T) {
 	t.Helper()
 	v := NewVar[T]("v")
-	tok, l := newToken(v, val)
+	tok, l := newToken(v, val, v.info().tokenIsBinding)
 	require.Same(t, &v.c, l.key)
 	assert.Equal(t, v.info().tokenIsBinding, l == &tok.b.leaf, "the token is the binding")
 	tok = nil

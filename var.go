@@ -91,8 +91,8 @@ func (v *Var[T]) Default() (T, bool) {
 //
 // Get takes no lock and allocates nothing.
 func (v *Var[T]) Get() (T, bool) {
-	if b := v.bound(); b != nil {
-		return b.val, true
+	if l := v.current(); l != nil {
+		return bindingOf[T](l).val, true
 	}
 	return v.def, v.hasDef
 }
@@ -101,8 +101,8 @@ func (v *Var[T]) Get() (T, bool) {
 // def. As with Python's ContextVar.get(default), def is returned even if v has
 // a default of its own.
 func (v *Var[T]) GetOr(def T) T {
-	if b := v.bound(); b != nil {
-		return b.val
+	if l := v.current(); l != nil {
+		return bindingOf[T](l).val
 	}
 	return def
 }
@@ -118,13 +118,13 @@ func (v *Var[T]) In(c *Context) (T, bool) {
 	return zero, false
 }
 
-// bound returns v's binding in the calling goroutine's current context, or
-// nil.
-func (v *Var[T]) bound() *binding[T] {
+// current returns v's leaf in the calling goroutine's current context, or
+// nil: the lookup of Get and GetOr.
+func (v *Var[T]) current() *node {
 	if v == nil {
 		panic(errNilVar)
 	}
-	return bindingOf[T](currentLeaf(&v.c))
+	return currentLeaf(&v.c)
 }
 
 // Set sets v to value in the calling goroutine's current context and returns
@@ -143,7 +143,7 @@ func (v *Var[T]) Set(value T) *Token[T] {
 	if gs == nil {
 		gs = newImplicit()
 	}
-	t, l := newToken(v, value)
+	t, l := newToken(v, value, v.info().tokenIsBinding)
 	c := gs.current
 	root, replaced := c.root.Load().set(l)
 	t.bind(c.idFor(gs), replaced)
