@@ -1,8 +1,10 @@
 package contextvars
 
 // This file holds a goroutine's state (gstate): its current context and its
-// lookup cache, and state, the one way every operation finds the calling
-// goroutine's state (its fast path inlined, its slow path not).
+// lookup cache, and state, the way every operation but entering a Run finds
+// the calling goroutine's state: the registry's atHome inlined, its slow
+// path not. (Entering a Run pairs atHome with acquire, which claims a state
+// for a goroutine that has none.)
 //
 // Invariant: only the goroutine that owns a gstate reads or writes its
 // fields after owner, so they need no synchronization; a gstate changes
@@ -103,17 +105,6 @@ func state() *gstate {
 		return gs
 	}
 	return reg.lookupSlow(id)
-}
-
-// claimState returns the calling goroutine's state, claiming one for it if
-// it has none: entering a Run. Like state, its fast path inlines and its
-// slow path (acquire) does not.
-func claimState() *gstate {
-	id := goroutineID()
-	if gs := reg.atHome(id); gs != nil {
-		return gs
-	}
-	return reg.acquire(id, false)
 }
 
 // current returns the calling goroutine's current context, or nil if it has

@@ -75,7 +75,12 @@ func (c *Context) enter() (gs *gstate, prev *Context, err error) {
 	if !c.tryEnter() {
 		return nil, nil, errAlreadyEntered(c)
 	}
-	gs = claimState()
+	// The goroutine's state, claimed if it has none: the lookup's fast
+	// path inlined, the claim (acquire) out of line.
+	id := goroutineID()
+	if gs = reg.atHome(id); gs == nil {
+		gs = reg.acquire(id, false)
+	}
 	prev = gs.current
 	gs.current = c
 	return gs, prev, nil
