@@ -7,9 +7,9 @@ package contextvars
 // bindingOf in token.go (a leaf is the first field of its binding) and
 // node.kid0 in hamt.go (an inner node's kids follow it in its allocation).
 // This one saves CopyContext and Context.Copy an atomic exchange each
-// (bench/RESULTS.md, "Before and after the codebase rework"); TestUnsafe_rootOf
-// checks, under -race, that
-// the plain store is ordered before other goroutines' loads.
+// (bench/RESULTS.md, "Before and after the codebase rework");
+// TestUnsafe_rootOf checks, under -race, that the plain store is ordered
+// before other goroutines' loads.
 
 import (
 	"sync/atomic"
