@@ -108,10 +108,7 @@ func New() *Context {
 // Python's contextvars.copy_context(). It is O(1): the copy shares the
 // original's trie, and later changes to either are not seen by the other.
 func CopyContext() *Context {
-	if c := current(); c != nil {
-		return &Context{root: rootOf(c.root.Load())}
-	}
-	return new(Context)
+	return current().Copy() // a nil current context copies as an empty one
 }
 
 // Lookup returns the value of key in the calling goroutine's current
