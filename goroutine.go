@@ -25,6 +25,10 @@ type gstate struct {
 	// with sync/atomic only.
 	owner uint64
 
+	// next links the states of one registry bucket (registry.go): read
+	// with atomic loads by anyone, stored by the bucket's mutex holder.
+	next atomic.Pointer[gstate]
+
 	current *Context // the context the goroutine runs in; nil: none
 
 	// implicit is the goroutine's implicit context (made by a Set outside

@@ -132,6 +132,11 @@ func (v *Var[T]) current() *node {
 // Python's ContextVar.set(value). Outside any [Context.Run], Set acts on the
 // goroutine's implicit context, made on first use.
 //
+// Set panics with an error wrapping [ErrOutsideRun], setting nothing, where
+// it would make an implicit context that must not be made: while
+// [ForbidImplicit] is on, and in a callback from a C thread (cgo), whose
+// goroutine the runtime reuses for the callbacks of other threads.
+//
 // Set allocates the new binding and the token, and one trie node per level
 // of the path it copies (none if v is the context's only var). Where T holds
 // no pointers and is at most 64 bytes, binding and token are one allocation.
