@@ -206,6 +206,6 @@ func Go(fn func()) {
 	if fn == nil {
 		panic(errNilFunc)
 	}
-	c := CopyContext()
+	c := childOf(current())
 	go c.runFresh(fn)
 }

@@ -24,7 +24,7 @@ func Wrap(fn func()) func() {
 		panic(errNilFunc)
 	}
 	snap := CopyContext()
-	return func() { snap.Copy().runFresh(fn) }
+	return func() { childOf(snap).runFresh(fn) }
 }
 
 // WrapErr is [Wrap] for a func that returns an error, such as
@@ -38,7 +38,7 @@ func WrapErr(fn func() error) func() error {
 		panic(errNilFunc)
 	}
 	snap := CopyContext()
-	return func() error { return snap.Copy().Run(fn) }
+	return func() error { return childOf(snap).Run(fn) }
 }
 
 // Pull is iter.Pull for a sequence that reads vars: iter.Pull runs the
@@ -57,7 +57,7 @@ func Pull[V any](seq iter.Seq[V]) (next func() (V, bool), stop func()) {
 	if seq == nil {
 		panic(errNilFunc)
 	}
-	c := CopyContext()
+	c := childOf(current())
 	return iter.Pull(func(yield func(V) bool) {
 		c.runFresh(func() { seq(yield) })
 	})
@@ -68,7 +68,7 @@ func Pull2[K, V any](seq iter.Seq2[K, V]) (next func() (K, V, bool), stop func()
 	if seq == nil {
 		panic(errNilFunc)
 	}
-	c := CopyContext()
+	c := childOf(current())
 	return iter.Pull2(func(yield func(K, V) bool) {
 		c.runFresh(func() { seq(yield) })
 	})

@@ -287,6 +287,10 @@ type varCore struct {
 	// info is set by NewVar, or by the first Set of a zero Var (Var.info).
 	// Bindings of the var exist only after it.
 	info atomic.Pointer[varInfo]
+
+	// inherit is what children see of the var (gochild.go); nil: its
+	// value, as it is.
+	inherit atomic.Pointer[inheritRule]
 }
 
 // varInfo is what the type-independent code needs to know of a Var[T].
