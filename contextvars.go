@@ -196,7 +196,9 @@ func errInternal(what string) error {
 
 // Go calls fn in a new goroutine whose current context is a copy of the
 // caller's, taken before Go returns: what the caller had set is visible to
-// fn, and what fn sets is not visible to the caller. It is the goroutine
+// fn (but for vars with an inheritance rule: [Var.InheritNone],
+// [Var.InheritWith]), and what fn sets is not visible to the caller. [GoIn]
+// starts fn in a given context instead. It is the goroutine
 // counterpart of Python's asyncio.create_task, which runs a task in a copy of
 // the current context. Nothing of the new goroutine's state is left behind
 // when fn returns, panics or calls runtime.Goexit.

@@ -10,7 +10,8 @@ import "iter"
 // current context, taken when Wrap is called. Each call of the returned func
 // runs in a fresh copy of that snapshot, so calls on many goroutines at once
 // never collide, and what fn sets is seen neither by the caller of Wrap nor
-// by the next call. It is the counterpart of TC39's AsyncContext.Snapshot.wrap
+// by the next call. Vars with an inheritance rule ([Var.InheritNone],
+// [Var.InheritWith]) follow it in each call's copy. It is the counterpart of TC39's AsyncContext.Snapshot.wrap
 // and Node's AsyncLocalStorage.bind, and drops into the APIs that take a
 // func():
 //

@@ -126,7 +126,7 @@ func TestInheritance(t *testing.T) {
 		return s
 	}
 	want := seen{plain: "p", depth: 1}
-	for name, child := range map[string]func(f func()) {
+	for name, child := range map[string]func(f func()){
 		"Go": func(f func()) {
 			done := make(chan struct{})
 			contextvars.Go(func() { defer close(done); f() })

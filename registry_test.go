@@ -208,6 +208,16 @@ func TestRegistry_claimWhenSlotTaken(t *testing.T) {
 			v.Set(i)
 			entered <- i
 			<-release
+			// Now that all are in, most find their state behind the
+			// head of the chain: a nested Run must find it there and
+			// claim no second one.
+			gs := state()
+			_ = New().Run(func() error {
+				if state() != gs {
+					t.Errorf("goroutine %d has a second state in a nested Run", i)
+				}
+				return nil
+			})
 			if got, _ := v.Get(); got != i {
 				t.Errorf("goroutine %d sees %d", i, got)
 			}
@@ -224,7 +234,10 @@ func TestRegistry_claimWhenSlotTaken(t *testing.T) {
 			t.Fatal("a goroutine whose home slot is taken could not enter Run")
 		}
 	}
-	assert.GreaterOrEqual(t, ReadStats().Overflow, n-1, "all but one are behind the head of the chain")
+	stats := ReadStats()
+	assert.GreaterOrEqual(t, stats.Overflow, n-1, "all but one are behind the head of the chain")
+	assert.GreaterOrEqual(t, stats.Goroutines, n)
+	assert.LessOrEqual(t, stats.Goroutines, n+8, "one state per goroutine")
 	close(release)
 	wg.Wait()
 	assert.Zero(t, ReadStats().Overflow, "the chain is short again")
