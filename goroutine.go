@@ -27,6 +27,11 @@ type gstate struct {
 
 	current *Context // the context the goroutine runs in; nil: none
 
+	// implicit is the goroutine's implicit context (made by a Set outside
+	// any Run), or nil. The goroutine is outside any Run exactly when
+	// current == implicit.
+	implicit *Context
+
 	// cache remembers the last lookups of vars in tries of more than one
 	// var, as CPython's ContextVar caches its last value: reading a var
 	// again costs what reading the only var of a context costs, however
@@ -46,7 +51,7 @@ type gstate struct {
 	// The padding rounds the state up to a size class of its own (192
 	// bytes), so that states of goroutines on different cores, which are
 	// allocated side by side, share few cache lines.
-	_ [48]byte
+	_ [40]byte
 }
 
 // clearCache drops the goroutine's lookup cache.
@@ -117,13 +122,35 @@ func current() *Context {
 }
 
 // newImplicit registers the calling goroutine, which has no state, with an
-// implicit context, and returns its state.
+// implicit context, and returns its state; k is the var being set. It
+// panics, before registering, if implicit contexts are forbidden
+// (ForbidImplicit) or the goroutine runs a cgo callback (see Var.Set).
 //
 //go:noinline
-func newImplicit() *gstate {
+func newImplicit(k *varCore) *gstate {
+	if forbidImplicit.Load() {
+		panic(errOutsideRun(k.name, "implicit contexts are forbidden (ForbidImplicit)"))
+	}
+	if onCgoCallback() {
+		panic(errOutsideRun(k.name, "in a cgo callback, whose goroutine the runtime reuses for other C threads; run the callback's body in Context.Run"))
+	}
 	gs := reg.acquire(goroutineID(), true)
 	gs.current = new(Context)
+	gs.implicit = gs.current
 	return gs
+}
+
+// dropImplicit drops the calling goroutine's implicit context, if it has one
+// and is outside any Run, and frees its state; it reports whether it did.
+// (Inside a Run the implicit context is the one the outermost Run restores,
+// and stays.)
+func dropImplicit() bool {
+	gs := state()
+	if gs == nil || gs.implicit == nil || gs.current != gs.implicit {
+		return false
+	}
+	reg.free(gs, goroutineID()|ownerImplicit)
+	return true
 }
 
 // currentLeaf returns the leaf bound to k in the calling goroutine's current

@@ -72,3 +72,28 @@ func TestCache_doesNotOutliveRun(t *testing.T) {
 		assert.Less(t, growth, int64(nvars*size/8), "implicit=%v: the goroutine's state keeps no trie of a context it left", implicit)
 	}
 }
+
+// TestDropImplicit_onlyOutsideRun: dropImplicit forgets the values a
+// goroutine set outside any Run and frees its state, but leaves a goroutine
+// inside a Run as it is.
+func TestDropImplicit_onlyOutsideRun(t *testing.T) {
+	v := NewVar[int]("v")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		assert.False(t, dropImplicit(), "no implicit context yet")
+		v.Set(1)
+		require.NoError(t, New().Run(func() error {
+			assert.False(t, dropImplicit(), "inside Run")
+			return nil
+		}))
+		got, ok := v.Get()
+		assert.True(t, ok)
+		assert.Equal(t, 1, got)
+		assert.True(t, dropImplicit())
+		_, ok = v.Get()
+		assert.False(t, ok, "the implicit context is gone")
+		assert.Nil(t, state(), "the state is freed")
+	}()
+	<-done
+}
