@@ -339,15 +339,22 @@ func coreOf(key Key) *varCore {
 }
 
 // snapshot returns c's trie as it is now, which no one changes after; nil
-// for a nil c. It ends c's edit tag first (freeze), inline where c has none.
+// for a nil c. It loads the root, then ends c's edit tag (freeze), inline
+// where c has none.
 func (c *Context) snapshot() *node {
 	if c == nil {
 		return nil
 	}
+	// The root first, then the freeze: a root loaded after a freeze may
+	// have been made under a tag the owner took after it, and changed
+	// in place later. Loaded before, it was made under the tag the
+	// freeze ends (or one ended already), and whatever the owner
+	// changed in it before the freeze happens before the walk.
+	root := c.root.Load()
 	if c.edit.Load() != 0 {
 		c.freeze()
 	}
-	return c.root.Load()
+	return root
 }
 
 // varKey returns the var of leaf l. A var's info is set before any binding
