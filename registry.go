@@ -45,8 +45,9 @@ package contextvars
 //     mutex, which is held only for a push or an unlink, never for a wait.
 //   - The registry keeps at most one free state per bucket for reuse: a
 //     goroutine frees the chain's head by clearing its owner (no lock), any
-//     other state by unlinking it; a sweep unlinks free states that are not
-//     the head. So after any peak of goroutines the chains shrink back, and
+//     other state by unlinking it; a free of the head that races with a push
+//     in front of it is taken out by whichever of the two comes second (free,
+//     claim), and a sweep prunes any free state behind a head all the same. So after any peak of goroutines the chains shrink back, and
 //     the free states kept come to at most numBuckets.
 //
 // Locks: lookups (Var.Get, Set, entering a Run whose goroutine already has a
@@ -162,8 +163,17 @@ func (b *bucket) claim(owner uint64) *gstate {
 	}
 	gs := &gstate{owner: owner}
 	b.mu.Lock()
-	gs.next.Store(b.head.Load())
+	old := b.head.Load()
+	gs.next.Store(old)
 	b.head.Store(gs) // publishes gs with its owner and next
+	// If old was freed after the compare-and-swap above failed, it is
+	// now free behind the head, where no claim looks: take it out. (A
+	// free that comes after this push sees it is no longer the head and
+	// takes itself out: see free. Atomics are sequentially consistent,
+	// so one of the two sees the other.)
+	if old != nil && atomic.CompareAndSwapUint64(&old.owner, 0, ownerUnlinked) {
+		gs.next.Store(old.next.Load())
+	}
 	b.mu.Unlock()
 	return gs
 }
@@ -199,10 +209,16 @@ func (r *registry) free(gs *gstate, owner uint64) {
 	if b.head.Load() == gs {
 		// The atomic store orders the writes above before the next
 		// owner's claim. Nobody else writes a claimed owner word, so
-		// there is nothing to compare. (If another state is pushed in
-		// front of gs meanwhile, gs stays in its chain, free, for a
-		// claim to take or a sweep to prune.)
+		// there is nothing to compare.
 		atomic.StoreUint64(&gs.owner, 0)
+		// If a state was pushed in front meanwhile, gs is free behind
+		// the head, where no claim looks: take it out, unless a
+		// claim took it first (see claim for the other order).
+		if b.head.Load() != gs && atomic.CompareAndSwapUint64(&gs.owner, 0, ownerUnlinked) {
+			b.mu.Lock()
+			b.unlinkLocked(gs)
+			b.mu.Unlock()
+		}
 		return
 	}
 	b.mu.Lock()

@@ -40,7 +40,9 @@ package contextvars
 // belongs to the bubble (it would keep a deadlocked bubble from being
 // reported, and never fire after the bubble ends). So a goroutine in a bubble
 // never arms the timer and never paces by the bubble's clock: it sweeps by
-// the count rule alone, and leaves the timer to goroutines outside bubbles.
+// the count rule alone, and where the timer is wanted it registers a cleanup
+// (runtime.AddCleanup) that checks again after the next collection, from the
+// runtime's goroutine, outside any bubble.
 
 import (
 	"bytes"
@@ -81,6 +83,10 @@ type sweeper struct {
 	dumpMin    int        // the next traceback's buffer is at least this big
 	period     time.Duration
 	timerArmed bool
+
+	// wakeupPending: a bubble's goroutine asked the garbage collector
+	// to check again from outside the bubble (see checkLocked).
+	wakeupPending bool
 
 	// lastEnd is when the last sweep outside a bubble ended, lastPause its
 	// traceback's pause; exited is the goroutines that had exited when it
@@ -142,13 +148,37 @@ func (r *registry) checkLocked(bubbled bool) {
 		}
 		n = r.implicit.Load()
 	}
-	if n >= minSweep && !r.timerArmed && !bubbled {
+	switch {
+	case n < minSweep || r.timerArmed:
+	case !bubbled:
 		// Entries enough to sweep for, once their goroutines exit or
 		// pacing allows.
 		r.period = min(max(2*r.period, sweepMinPeriod), sweepMaxPeriod)
 		r.timerArmed = true
 		time.AfterFunc(max(r.period, wait), r.onTimer)
+	case !r.wakeupPending:
+		// In a bubble no timer may be armed; ask the garbage collector
+		// instead: a cleanup runs on the runtime's goroutine, outside
+		// any bubble, after the next collection, and checks from there
+		// (arming the timer). Entries enough to sweep for hold memory,
+		// so a collection comes.
+		r.wakeupPending = true
+		runtime.AddCleanup(&wakeup{}, func(r *registry) { r.onWakeup() }, r)
 	}
+}
+
+// wakeup is the object whose cleanup checks, outside any bubble, for a
+// sweep a bubble's goroutine could not arm the timer for. It holds a
+// pointer so that it is not one of the allocator's tiny objects, whose
+// cleanups may never run.
+type wakeup struct{ _ *byte }
+
+// onWakeup is the cleanup of a wakeup.
+func (r *registry) onWakeup() {
+	r.sweepMu.Lock()
+	defer r.sweepMu.Unlock()
+	r.wakeupPending = false
+	r.checkLocked(inBubble())
 }
 
 // paced reports whether pacing forbids a sweep at now, and if so sets *wait

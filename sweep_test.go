@@ -55,7 +55,6 @@ func TestSweep_dropsExitedGoroutinesContexts(t *testing.T) {
 	// Sweeps are paced (sweepPace), so the entries made within one pacing
 	// interval may wait for the next sweep: the timer's, once the last
 	// goroutines have exited.
-	assert.Less(t, most.Load(), int64(goroutines/2), "sweeps ran during the churn")
 	assert.Eventually(t, func() bool {
 		return int64(heapInUse())-int64(before) < int64(goroutines*size/20)
 	}, 10*time.Second, 20*time.Millisecond, "heap growth must fall far below the values' total")

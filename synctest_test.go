@@ -101,3 +101,62 @@ func TestSynctest_inBubble(t *testing.T) {
 		assert.True(t, <-done, "a goroutine started in the bubble is in it")
 	})
 }
+
+// TestSynctest_reclaimsImplicitMadeInBubble: 200 goroutines in a bubble each
+// set 1 MiB outside Run, all alive at once (so no sweep pays), then exit
+// with the bubble; nothing outside the bubble makes implicit contexts after.
+// The 200 MiB must still be reclaimed (found by the review of issue #17: no
+// timer was armed in the bubble, and nothing checked outside it).
+func TestSynctest_reclaimsImplicitMadeInBubble(t *testing.T) {
+	const goroutines, size = 200, 1 << 20
+	v := NewVar[[]byte]("payload")
+	sweepNow()
+	before := heapInUse()
+	synctest.Test(t, func(t *testing.T) {
+		var set, wg sync.WaitGroup
+		release := make(chan struct{})
+		set.Add(goroutines)
+		for range goroutines {
+			wg.Go(func() {
+				v.Set(make([]byte, size))
+				set.Done()
+				<-release
+			})
+		}
+		set.Wait()
+		close(release)
+		wg.Wait()
+	})
+	assert.Eventually(t, func() bool {
+		return int64(heapInUse())-int64(before) < goroutines*size/10
+	}, 10*time.Second, 50*time.Millisecond, "the values of a bubble's exited goroutines are reclaimed")
+}
+
+// TestSynctest_deadlockReportedLiveHolders: as TestSynctest_deadlockReported,
+// but the goroutines that made the implicit contexts are the deadlocked ones,
+// alive, so no sweep can drop their entries and the old registry's timer
+// kept re-arming in the bubble until -test.timeout.
+func TestSynctest_deadlockReportedLiveHolders(t *testing.T) {
+	if os.Getenv("CONTEXTVARS_DEADLOCK_CHILD2") == "1" {
+		v := NewVar[int]("v")
+		synctest.Test(t, func(t *testing.T) {
+			block := make(chan struct{}) // never closed: a deadlock
+			var set sync.WaitGroup
+			set.Add(4 * minSweep)
+			for i := range 4 * minSweep {
+				go func() { v.Set(i); set.Done(); <-block }()
+			}
+			set.Wait()
+			<-block
+		})
+		return
+	}
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	cmd := exec.Command(exe, "-test.run=^TestSynctest_deadlockReportedLiveHolders$", "-test.timeout=30s")
+	cmd.Env = append(os.Environ(), "CONTEXTVARS_DEADLOCK_CHILD2=1")
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err, "the deadlocked bubble failed its test")
+	assert.Contains(t, string(out), "deadlock", "synctest reported the deadlock, not a timeout")
+	assert.NotContains(t, string(out), "test timed out")
+}
