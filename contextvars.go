@@ -97,15 +97,20 @@
 // # Errors
 //
 // Errors returned by this package have messages that start "contextvars: "
-// and keep CPython's wording. Test for the cases with errors.Is and the
-// sentinels below. Calls that have no error result and are given a nil
+// and keep CPython's wording, naming a var by its name where CPython prints
+// a repr, and never an address, so that the logs of many requests group and
+// grep by message:
+//
+//	contextvars: token of var "user" was created in a different Context
+//
+// Test for the cases with errors.Is and the sentinels below. Calls that have no error result and are given a nil
 // *Var or a nil func panic with an error whose message starts
 // "contextvars: ".
 package contextvars
 
 import (
 	"errors"
-	"fmt"
+	"strconv"
 )
 
 var (
@@ -162,10 +167,14 @@ func errAlreadyEntered(c *Context) error {
 	return &cvError{ErrAlreadyEntered, "contextvars: cannot enter context: " + c.String() + " is already entered"}
 }
 
-// tokenError returns CPython's message for a refused Reset, wrapping
-// sentinel.
-func tokenError(sentinel error, t fmt.Stringer, what string) error {
-	return &cvError{sentinel, "contextvars: " + t.String() + " " + what}
+// tokenError returns the message for a refused Reset of a token of the var
+// named name, wrapping sentinel: CPython's wording, with the token named by
+// its var's name where CPython prints its repr. The message holds no
+// address, so that the logs of many requests group and grep by it:
+//
+//	contextvars: token of var "user" was created in a different Context
+func tokenError(sentinel error, name, what string) error {
+	return &cvError{sentinel, "contextvars: token of var " + strconv.Quote(name) + " " + what}
 }
 
 // errNilTokenf returns an error wrapping ErrNilToken that says what was nil.

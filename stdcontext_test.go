@@ -27,7 +27,6 @@ func TestWithContext_FromContext(t *testing.T) {
 		{"carries c", contextvars.WithContext(base, c), c, true},
 		{"inner wins", contextvars.WithContext(contextvars.WithContext(base, contextvars.New()), c), c, true},
 		{"carries none", base, nil, false},
-		{"nil *Context", contextvars.WithContext(base, nil), nil, false},
 		{"nil context.Context", nil, nil, false},
 	}
 	for _, tc := range cases {
@@ -51,7 +50,97 @@ func TestWithContext_FromContext(t *testing.T) {
 	assert.PanicsWithError(t, "contextvars: nil context.Context", func() {
 		contextvars.WithContext(nil, c) //nolint:staticcheck // the nil is the point
 	})
+	// A nil *Context is refused at the call, not later in RunFrom.
+	assert.PanicsWithError(t, "contextvars: nil *Context", func() {
+		contextvars.WithContext(base, nil)
+	})
 }
+
+// TestLookupContext checks the rule every integration reads vars by: code
+// sees the context it runs in; the *Context a context.Context carries is
+// used only by code that runs in none.
+func TestLookupContext(t *testing.T) {
+	user := lookupUser
+	alice := contextvars.New()
+	require.NoError(t, alice.Run(func() error { user.Set("alice"); return nil }))
+	aliceCtx := contextvars.WithContext(context.Background(), alice)
+
+	cases := []struct {
+		name   string
+		run    func(fn func()) // how the lookup runs: on which goroutine, in which context
+		ctx    context.Context
+		key    contextvars.Key
+		want   any
+		wantOK bool
+	}{
+		{"in a Run, ctx of another request: the Run's", inRun("bob"), aliceCtx, user, "bob", true},
+		{"in a Run that lacks the var: not the ctx's", inRun(""), aliceCtx, user, nil, false},
+		{"in an implicit context: its own", withImplicit("carol"), aliceCtx, user, "carol", true},
+		{"in none: the ctx's", inPlainGoroutine, aliceCtx, user, "alice", true},
+		{"in none, ctx carries none", inPlainGoroutine, context.Background(), user, nil, false},
+		{"in none, nil ctx", inPlainGoroutine, nil, user, nil, false},
+		{"nil key", inPlainGoroutine, aliceCtx, nil, nil, false},
+		{"nil *Var", inRun("bob"), aliceCtx, (*contextvars.Var[string])(nil), nil, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var got any
+			var ok bool
+			tc.run(func() { got, ok = contextvars.LookupContext(tc.ctx, tc.key) })
+			assert.Equal(t, tc.wantOK, ok, "LookupContext ok")
+			assert.Equal(t, tc.want, got, "LookupContext")
+		})
+	}
+}
+
+// lookupUser is the var TestLookupContext looks up, and its runners set.
+var lookupUser = contextvars.NewVar[string]("user")
+
+// setUser sets lookupUser to user, unless user is "".
+func setUser(user string) {
+	if user != "" {
+		lookupUser.Set(user)
+	}
+}
+
+// inRun returns a runner that calls fn on a new goroutine inside a new
+// context, where lookupUser is set to user (left unset if user is "").
+func inRun(user string) func(func()) {
+	return func(fn func()) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = contextvars.New().Run(func() error {
+				setUser(user)
+				fn()
+				return nil
+			})
+		}()
+		<-done
+	}
+}
+
+// withImplicit returns a runner that calls fn on a new goroutine that has
+// set lookupUser outside any Run: an implicit context.
+func withImplicit(user string) func(func()) {
+	return func(fn func()) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			setUser(user)
+			fn()
+		}()
+		<-done
+	}
+}
+
+// inPlainGoroutine calls fn on a new goroutine that runs in no context.
+func inPlainGoroutine(fn func()) {
+	done := make(chan struct{})
+	go func() { defer close(done); fn() }()
+	<-done
+}
+
 
 // TestRunFrom: a goroutine that gets only a context.Context runs in a copy
 // of the request's vars, in one call; what it sets stays in the copy.
