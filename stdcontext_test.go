@@ -141,7 +141,6 @@ func inPlainGoroutine(fn func()) {
 	<-done
 }
 
-
 // TestRunFrom: a goroutine that gets only a context.Context runs in a copy
 // of the request's vars, in one call; what it sets stays in the copy.
 func TestRunFrom(t *testing.T) {
