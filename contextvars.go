@@ -54,8 +54,23 @@
 // vars to goroutines the package does not start (errgroup,
 // sync.WaitGroup.Go, time.AfterFunc, worker pools), and [Pull] to the
 // goroutine behind iter.Pull. The subpackages httpvars (a Context per
-// net/http request) and slogvars (vars in every log/slog record) build on
-// them.
+// net/http request), slogvars (vars in every log/slog record) and
+// baggagevars (vars across services as W3C baggage) build on them, and
+// middleware of one's own can use [Merge] and [DropImplicit] as httpvars
+// does.
+//
+// Code sees the context it runs in. That is the one rule by which a
+// goroutine that has both a current context and a context.Context carrying
+// a *Context reads vars, and [LookupContext] is it: the current context
+// wins, and the *Context that a context.Context carries is used only by
+// code that runs in none (a plain go statement, http.TimeoutHandler's
+// goroutine, a time.AfterFunc callback without Wrap). So an errgroup task
+// run through WrapErr, which sets a var of its own, logs it and sends it
+// to the services it calls although the context.Context it is given
+// derives from the request's; and a goroutine inside some Run that is
+// handed another request's context.Context reports the context it runs
+// in, as Python code, which has no other place to look, always does. Every
+// integration reads vars through LookupContext.
 //
 // # Goroutines
 //

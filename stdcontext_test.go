@@ -3,6 +3,7 @@ package contextvars_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -172,4 +173,56 @@ func TestRunFrom(t *testing.T) {
 	assert.ErrorIs(t, contextvars.RunFrom(context.Background(), func() error { return nil }), contextvars.ErrNoContext)
 	assert.EqualError(t, contextvars.RunFrom(nil, func() error { return nil }), "contextvars: nil context.Context") //nolint:staticcheck
 	assert.EqualError(t, contextvars.RunFrom(ctx, nil), "contextvars: nil func")
+}
+
+// This example demonstrates the rule LookupContext applies: code that runs
+// in a context sees that context, whatever its context.Context carries;
+// code that runs in none sees the Context its context.Context carries.
+func ExampleLookupContext() {
+	user := contextvars.NewVar[string]("user")
+	req := contextvars.New()
+	_ = req.Run(func() error { user.Set("alice"); return nil })
+	ctx := contextvars.WithContext(context.Background(), req)
+
+	done := make(chan struct{})
+	go func() { // a plain goroutine: it runs in no context
+		defer close(done)
+		v, _ := contextvars.LookupContext(ctx, user)
+		fmt.Println("plain goroutine:", v)
+	}()
+	<-done
+
+	task := contextvars.New()
+	_ = task.Run(func() error {
+		user.Set("bob")
+		v, _ := contextvars.LookupContext(ctx, user)
+		fmt.Println("inside a Run:", v)
+		return nil
+	})
+	// Output:
+	// plain goroutine: alice
+	// inside a Run: bob
+}
+
+// This example demonstrates DropImplicit on a goroutine that serves one
+// request after another: what it set outside any Run for one request is
+// gone before the next.
+func ExampleDropImplicit() {
+	requestID := contextvars.NewVar[string]("request_id")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, id := range []string{"r-1", ""} {
+			if id != "" {
+				requestID.Set(id)
+			}
+			got, ok := requestID.Get()
+			fmt.Printf("request %q sees %q %v\n", id, got, ok)
+			contextvars.DropImplicit() // the request is over
+		}
+	}()
+	<-done
+	// Output:
+	// request "r-1" sees "r-1" true
+	// request "" sees "" false
 }
