@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/propagation"
 
+	"github.com/go-contextvars/contextvars"
 	"github.com/go-contextvars/contextvars/baggagevars"
 )
 
@@ -271,4 +272,49 @@ func TestInject_reportsCarrierHeader(t *testing.T) {
 	assert.Equal(t, "tenant=acme", carrier.Get("baggage"))
 	require.Len(t, errs(), 1)
 	assert.True(t, errors.Is(errs()[0], baggagevars.ErrLimit), "%v", errs()[0])
+}
+
+// FuzzBaggageInject builds baggage of many sizes around a chosen var: the
+// header Inject writes is always within the limits, a plain OpenTelemetry
+// receiver reads all of it, the chosen var arrives whenever it fits on its
+// own, and a report is made exactly when members were dropped.
+func FuzzBaggageInject(f *testing.F) {
+	f.Add(uint8(0), uint16(0), uint16(4))
+	f.Add(uint8(64), uint16(1), uint16(4))
+	f.Add(uint8(100), uint16(80), uint16(100))
+	f.Add(uint8(1), uint16(8182), uint16(4))
+	f.Add(uint8(3), uint16(10), uint16(8190))
+	p := baggagevars.New(baggagevars.String(tenant, "tenant"))
+	f.Fuzz(func(t *testing.T, nOthers uint8, otherSize, tenantSize uint16) {
+		b := baggage.Baggage{}
+		total := 0 // members in all, ours included
+		for i := range int(nOthers) {
+			var err error
+			b, err = b.SetMember(member(t, fmt.Sprintf("o%03d", i), strings.Repeat("x", int(otherSize%9000))))
+			require.NoError(t, err)
+			total++
+		}
+		value := strings.Repeat("a", int(tenantSize%9000))
+		if value != "" {
+			total++
+		}
+		before := p.Errors()
+		carrier := propagation.MapCarrier{}
+		require.NoError(t, contextvars.New().Run(func() error {
+			if value != "" {
+				tenant.Set(value)
+			}
+			p.Inject(baggage.ContextWithBaggage(context.Background(), b), carrier)
+			return nil
+		}))
+		h := carrier.Get("baggage")
+		require.LessOrEqual(t, len(h), 8192, "header size")
+		got := received(carrier)
+		require.LessOrEqual(t, got.Len(), 64, "members")
+		require.Equal(t, len(strings.Split(h, ",")), max(got.Len(), 1), "the receiver reads every member written")
+		if value != "" && len("tenant=")+len(value) <= 8192 {
+			assert.Equal(t, value, got.Member("tenant").Value(), "the chosen var fits alone: it arrives")
+		}
+		assert.Equal(t, got.Len() < total, p.Errors() > before, "reported exactly when dropped (%d of %d sent)", got.Len(), total)
+	})
 }
