@@ -154,6 +154,12 @@ var (
 	// ErrNoContext is returned by [RunFrom] for a context.Context that
 	// carries no *Context (see [WithContext]).
 	ErrNoContext = errors.New("contextvars: the context.Context carries no *Context")
+
+	// ErrOutsideRun is what [Var.Set] panics with, wrapped in an error that
+	// names the var, when it is called outside any [Context.Run] where an
+	// implicit context may not be made: while [ForbidImplicit] is on, and
+	// in a cgo callback.
+	ErrOutsideRun = errors.New("contextvars: Set outside any Run")
 )
 
 // Errors for other bad input. They are not sentinels of the API; their text

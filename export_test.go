@@ -7,13 +7,14 @@ package contextvars
 // many of them hold implicit contexts.
 func RegistryEntries() (all, implicit int) { return registryEntries() }
 
-// RegistryLive, RegistrySweeps, HeapInUse and Churn are the helpers of the
+// RegistryLive, RegistrySweeps, HeapInUse, Churn and Long are the helpers of the
 // same names in lower case (registry_test.go, scale_test.go).
 var (
 	RegistryLive   = registryLive
 	RegistrySweeps = registrySweeps
 	HeapInUse      = heapInUse
 	Churn          = churn
+	Long           = long
 )
 
 // TokenIsBinding reports whether a token of a Var[T] is the binding its Set

@@ -122,10 +122,18 @@ func current() *Context {
 }
 
 // newImplicit registers the calling goroutine, which has no state, with an
-// implicit context, and returns its state.
+// implicit context, and returns its state; k is the var being set. It
+// panics, before registering, if implicit contexts are forbidden
+// (ForbidImplicit) or the goroutine runs a cgo callback (see Var.Set).
 //
 //go:noinline
-func newImplicit() *gstate {
+func newImplicit(k *varCore) *gstate {
+	if forbidImplicit.Load() {
+		panic(errOutsideRun(k.name, "implicit contexts are forbidden (ForbidImplicit)"))
+	}
+	if onCgoCallback() {
+		panic(errOutsideRun(k.name, "in a cgo callback, whose goroutine the runtime reuses for other C threads; run the callback's body in Context.Run"))
+	}
 	gs := reg.acquire(goroutineID(), true)
 	gs.current = new(Context)
 	gs.implicit = gs.current
@@ -141,11 +149,6 @@ func dropImplicit() bool {
 	if gs == nil || gs.implicit == nil || gs.current != gs.implicit {
 		return false
 	}
-	gs.current, gs.implicit = nil, nil
-	if gs.cached {
-		gs.clearCache()
-	}
-	reg.implicit.Add(-1)
 	reg.free(gs, goroutineID()|ownerImplicit)
 	return true
 }

@@ -37,13 +37,13 @@ func TestGoroutineID_distinct(t *testing.T) {
 			<-release
 		})
 	}
-	seen := map[uint64]struct{}{}
+	seen := map[uint64]*gstate{}
 	for range n {
 		id := <-ids
 		assert.NotContains(t, seen, id, "id given twice")
-		seen[id] = struct{}{}
+		seen[id] = nil
 	}
-	seen[goroutineID()] = struct{}{}
+	seen[goroutineID()] = nil
 	reg.sweepMu.Lock()
 	fit := reg.listLive(seen)
 	reg.sweepMu.Unlock()

@@ -257,7 +257,7 @@ func TestHAMT_random(t *testing.T) {
 // checking len at every step and all items now and then, then shrink it.
 func TestHAMT_stress(t *testing.T) {
 	n := 20000
-	if testing.Short() {
+	if !long() {
 		n = 2000
 	}
 	for _, h := range hashers[:1] {

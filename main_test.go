@@ -1,6 +1,7 @@
 package contextvars
 
 import (
+	"os"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -11,3 +12,8 @@ import (
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
+
+// long reports whether the long churn and scale tests run at full size
+// (CONTEXTVARS_LONG=1, as .ci/run sets it). Without it, the tests run at a
+// size that keeps `go test -race ./...` within a minute on two cores.
+func long() bool { return os.Getenv("CONTEXTVARS_LONG") == "1" && !testing.Short() }

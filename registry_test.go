@@ -5,6 +5,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // registryEntries returns the number of goroutine states in use, and how
@@ -27,16 +30,14 @@ func registryLive() int {
 
 // registrySweeps returns the number of sweeps done so far.
 func registrySweeps() int {
-	reg.sweepMu.Lock()
-	defer reg.sweepMu.Unlock()
-	return reg.sweeps
+	return int(ReadStats().Sweeps)
 }
 
 // sweepNow drops the states of exited goroutines at once.
 func sweepNow() {
 	reg.sweepMu.Lock()
 	defer reg.sweepMu.Unlock()
-	for !reg.sweepLocked() {
+	for !reg.sweepLocked(false) {
 		// The traceback did not fit; the next one has room.
 	}
 }
@@ -50,12 +51,15 @@ func heapInUse() uint64 {
 	return ms.HeapAlloc
 }
 
-// TestRegistry_growsUnderLoad makes many goroutines register at once, while
-// others are inside Run and reading their own vars, so that tables grow
-// and are swept while lookups and claims run: every goroutine must keep
-// seeing its own values.
-func TestRegistry_growsUnderLoad(t *testing.T) {
-	const rounds, perRound = 5, 2000
+// TestRegistry_underLoad makes many goroutines register at once, while
+// others are inside Run and reading their own vars, and sweeps run, so that
+// claims, frees, overflow entries, lookups and drops all meet: every
+// goroutine must keep seeing its own values.
+func TestRegistry_underLoad(t *testing.T) {
+	rounds, perRound := 5, 2000
+	if !long() {
+		rounds = 2
+	}
 	v := NewVar[int]("v")
 	for r := range rounds {
 		start, hold := make(chan struct{}), make(chan struct{})
@@ -100,4 +104,128 @@ func TestRegistry_growsUnderLoad(t *testing.T) {
 		wg.Wait()
 		<-sweeper
 	}
+}
+
+// TestRegistry_runExitsDuringSweeps is defect 1 of the registry's review:
+// goroutines leave their outermost Runs in a loop while sweeps drop the
+// implicit contexts of exited goroutines around them. The old registry
+// panicked ("freeing a goroutine state not owned") when a free met a table
+// rebuild; no exit may fail, and every goroutine sees its own values.
+func TestRegistry_runExitsDuringSweeps(t *testing.T) {
+	const workers = 16
+	iters := 2000
+	if !long() {
+		iters = 300
+	}
+	v := NewVar[int]("v")
+	stop := make(chan struct{})
+	var churn, sweeps, wg sync.WaitGroup
+	// Exited goroutines' implicit contexts, for the sweeps to drop.
+	churn.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var g sync.WaitGroup
+			for i := range 64 {
+				g.Go(func() { v.Set(i) })
+			}
+			g.Wait()
+		}
+	})
+	sweeps.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			sweepNow()
+			runtime.Gosched()
+		}
+	})
+	for w := range workers {
+		wg.Go(func() {
+			for i := range iters {
+				want := w*iters + i
+				err := New().Run(func() error {
+					v.Set(want)
+					runtime.Gosched()
+					if got, _ := v.Get(); got != want {
+						t.Errorf("worker %d sees %d, want %d", w, got, want)
+					}
+					return nil
+				})
+				require.NoError(t, err)
+				if state() != nil {
+					t.Errorf("worker %d keeps a state after its outermost Run", w)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	churn.Wait()
+	sweeps.Wait()
+}
+
+// sameSlot starts goroutines in wg until n of them have ids that share one
+// home slot, and runs body(i) on the i-th of those; the others exit at once.
+func sameSlot(n int, wg *sync.WaitGroup, body func(i int)) {
+	target := slotOf(goroutineID())
+	for found := 0; found < n; {
+		match := make(chan bool)
+		i := found
+		wg.Go(func() {
+			if slotOf(goroutineID()) != target {
+				match <- false
+				return
+			}
+			match <- true
+			body(i)
+		})
+		if <-match {
+			found++
+		}
+	}
+}
+
+// TestRegistry_claimWhenSlotTaken is defect 2 of the registry's review: 17
+// goroutines whose ids share a home slot sit inside Run, and an 18th with
+// the same slot calls Run. The old registry rebuilt a table of the same
+// size again and again, and the 18th could not get in for as long as the
+// others stayed. Every claim must make progress, and each goroutine sees
+// its own value.
+func TestRegistry_claimWhenSlotTaken(t *testing.T) {
+	const n = 18
+	v := NewVar[int]("v")
+	entered, release := make(chan int, n), make(chan struct{})
+	var wg sync.WaitGroup
+	sameSlot(n, &wg, func(i int) {
+		err := New().Run(func() error {
+			v.Set(i)
+			entered <- i
+			<-release
+			if got, _ := v.Get(); got != i {
+				t.Errorf("goroutine %d sees %d", i, got)
+			}
+			return nil
+		})
+		assert.NoError(t, err)
+	})
+	timeout := time.After(10 * time.Second)
+	for range n {
+		select {
+		case <-entered:
+		case <-timeout:
+			close(release)
+			t.Fatal("a goroutine whose home slot is taken could not enter Run")
+		}
+	}
+	assert.GreaterOrEqual(t, ReadStats().Overflow, n-1, "all but one went to the overflow map")
+	close(release)
+	wg.Wait()
+	assert.Zero(t, reg.overflowLen.Load(), "the overflow map is empty again")
 }

@@ -88,15 +88,16 @@ func (c *Context) enter() (gs *gstate, prev *Context, err error) {
 
 // exit undoes enter. It runs deferred, so on return, panic and Goexit alike.
 func (c *Context) exit(gs *gstate, prev *Context) {
-	gs.current = prev
-	if gs.cached {
-		// The cache may hold c's tries, which c's holder may drop.
-		gs.clearCache()
-	}
 	c.leave()
 	if prev == nil {
 		// The goroutine's outermost Run, and it has no implicit
 		// context: nothing of its state is worth keeping.
-		reg.free(gs, atomic.LoadUint64(&gs.owner)&ownerIDMask)
+		reg.free(gs, atomic.LoadUint64(&gs.owner))
+		return
+	}
+	gs.current = prev
+	if gs.cached {
+		// The cache may hold c's tries, which c's holder may drop.
+		gs.clearCache()
 	}
 }

@@ -52,7 +52,7 @@ func readUntil(wg *sync.WaitGroup, stop <-chan struct{}, n int, read func()) {
 // walk the shared context.
 func TestStress_workers(t *testing.T) {
 	workers, iters := 8, 2000
-	if testing.Short() {
+	if !contextvars.Long() {
 		iters = 300
 	}
 	vars := make([]*contextvars.Var[int], 16)
@@ -134,7 +134,7 @@ func TestStress_workers(t *testing.T) {
 func TestStress_raceToEnter(t *testing.T) {
 	const racers = 6
 	rounds := 300
-	if testing.Short() {
+	if !contextvars.Long() {
 		rounds = 50
 	}
 	c := contextvars.New()
@@ -183,7 +183,7 @@ func TestStress_raceToEnter(t *testing.T) {
 // other goroutines look up and register their state.
 func TestStress_goAndSweep(t *testing.T) {
 	waves, perWave := 20, 300
-	if testing.Short() {
+	if !contextvars.Long() {
 		waves = 5
 	}
 	v := contextvars.NewVar[int]("v")

@@ -8,25 +8,44 @@ package contextvars
 // Invariant: a sweep drops only entries of goroutines that have exited. It
 // takes its candidates before the listing, so each was made before it; a
 // goroutine alive then and missing from the listing has exited, and the
-// runtime never reuses a goroutine id. Only a sweep drops an implicit entry,
-// under its shard's mutex. (The runtime lists the goroutine that runs
+// runtime never reuses the id of a goroutine that held an implicit context.
+// (It does reuse the goroutine that runs the callbacks of a C thread, which
+// vanishes from listings between callbacks; such a goroutine never holds an
+// implicit context: see Var.Set and goroutineid.go.) A sweep unlinks a dead
+// goroutine's state (registry.drop) and writes nothing of it. Sweeps are
+// serialized by sweepMu. (The runtime lists the goroutine that runs
 // finalizers only while it runs one, so an implicit context made by a
 // finalizer may be dropped between two of them; inside Run nothing is.)
 //
-// Invariant: a sweep pays for itself. It stops the world for a time that
-// grows with the number of goroutines G, so it runs only when the implicit
-// entries number at least max(minSweep, 2G): at least half of them are dead,
-// and the traceback of G goroutines is paid for by at least G exits.
-// Goroutines that make implicit contexts check the rule when the entries
-// reach sweepAt (max(minSweep, 2 × the entries the last sweep kept, 2G at the
-// last check)), and wait for a sweep under way, so they cannot outrun it.
-// While minSweep entries exist, a timer (time.AfterFunc: no goroutine of ours
-// waits) checks again, so that entries of exited goroutines are reclaimed
-// even if no goroutine makes an implicit context after them.
+// Invariant: a sweep pays for itself, by count and by time.
+//   - By count: it runs only when the implicit entries number at least
+//     max(minSweep, 2G), G the goroutines alive, so that at least half of
+//     what it examines is dead and its traceback of G goroutines is paid for
+//     by at least G exits; and only when some goroutine has exited since the
+//     last sweep (runtime/metrics counts goroutines created and alive).
+//   - By time: the traceback stops the world, so a sweep starts only when
+//     the time since the last one ended is at least sweepPace times the last
+//     one's pause. Sweep pauses then take at most 1/(sweepPace+1) of the wall
+//     time, under any churn, as the runtime paces its scavenger.
+// So the implicit entries stay within 2 × the peak of goroutines alive, plus
+// minSweep, plus the implicit contexts made within one pacing interval.
+//
+// Goroutines that make implicit contexts check the count rule when the
+// entries reach sweepAt, and never wait: if a sweep or check is under way,
+// they go on. While minSweep entries exist, a timer (time.AfterFunc: no
+// goroutine of ours waits) checks again, so that entries of exited goroutines
+// are reclaimed even if no goroutine makes an implicit context after them.
+//
+// testing/synctest: inside a bubble, time is fake and a timer armed there
+// belongs to the bubble (it would keep a deadlocked bubble from being
+// reported, and never fire after the bubble ends). So a goroutine in a bubble
+// never arms the timer and never paces by the bubble's clock: it sweeps by
+// the count rule alone, and leaves the timer to goroutines outside bubbles.
 
 import (
 	"bytes"
 	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"sync"
 	"time"
@@ -38,6 +57,11 @@ const (
 	// rule, not this constant, keeps sweeps from costing more than they
 	// free.
 	minSweep = 32
+
+	// sweepPace is the least ratio of the time between sweeps to the last
+	// sweep's pause: 9, so that sweep pauses take at most 10% of the wall
+	// time.
+	sweepPace = 9
 
 	// sweepMinPeriod and sweepMaxPeriod bound the timer that checks again
 	// whether a sweep is due; the period doubles from one to the other
@@ -57,100 +81,139 @@ type sweeper struct {
 	dumpMin    int        // the next traceback's buffer is at least this big
 	period     time.Duration
 	timerArmed bool
-	sweeps     int // sweeps done, for tests
 
-	// The time the sweeps' tracebacks took, the world stopped: for the
-	// scale test.
+	// lastEnd is when the last sweep outside a bubble ended, lastPause its
+	// traceback's pause; exited is the goroutines that had exited when it
+	// began (runtime/metrics).
+	lastEnd   time.Time
+	lastPause time.Duration
+	exited    uint64
+
+	// Counts for ReadStats.
+	sweeps                       uint64
+	dropped                      uint64
 	tracebackMax, tracebackTotal time.Duration
 }
 
-// maybeSweep sweeps if a sweep is due by the rule of the file comment, and
-// arms the timer if one may become due as goroutines exit. If a sweep is
-// under way, it waits for it and checks again, so that goroutines making
-// implicit contexts cannot outrun the sweep that reclaims them.
+// maybeSweep checks whether a sweep is due and sweeps if so; see the file
+// comment. If a sweep or a check is under way, it returns at once.
 func (r *registry) maybeSweep() {
-	r.sweepMu.Lock()
+	if !r.sweepMu.TryLock() {
+		return
+	}
 	defer r.sweepMu.Unlock()
 	if r.implicit.Load() >= r.sweepAt.Load() {
-		r.checkLocked()
+		r.checkLocked(inBubble())
 	}
 }
 
-// checkLocked is maybeSweep with r.sweepMu held.
-func (r *registry) checkLocked() {
+// checkLocked sweeps if a sweep is due, and arms the timer if one may
+// become due as goroutines exit or as the pacing interval passes.
+// bubbled reports that the calling goroutine is in a synctest bubble.
+// r.sweepMu must be held.
+func (r *registry) checkLocked(bubbled bool) {
 	n := r.implicit.Load()
-	if n >= minSweep {
-		g := int64(runtime.NumGoroutine())
-		if n >= 2*g {
-			if r.sweepLocked() {
-				r.period = 0
-			}
-			n = r.implicit.Load()
-		} else {
-			r.sweepAt.Store(max(minSweep, 2*r.kept, 2*g))
-		}
+	if n < minSweep {
+		return
 	}
-	if n >= minSweep && !r.timerArmed {
-		// Entries enough to sweep for, once their goroutines exit.
+	wait := time.Duration(0) // until pacing allows a sweep
+	g := int64(runtime.NumGoroutine())
+	exited, known := exitedGoroutines()
+	switch {
+	case n < 2*g:
+		r.sweepAt.Store(max(minSweep, 2*r.kept, 2*g))
+	case known && exited == r.exited:
+		// No goroutine has exited since the last sweep: none of its
+		// entries can be dropped. Check again when the entries have
+		// doubled, or when the timer fires.
+		r.sweepAt.Store(2 * n)
+	case !bubbled && r.paced(time.Now(), &wait):
+		// Too soon after the last sweep: check again a few entries on,
+		// by when pacing may allow one, and when the timer fires.
+		r.sweepAt.Store(n + minSweep)
+	default:
+		if r.sweepLocked(bubbled) {
+			r.exited, r.period = exited, 0
+		}
+		n = r.implicit.Load()
+	}
+	if n >= minSweep && !r.timerArmed && !bubbled {
+		// Entries enough to sweep for, once their goroutines exit or
+		// pacing allows.
 		r.period = min(max(2*r.period, sweepMinPeriod), sweepMaxPeriod)
 		r.timerArmed = true
-		time.AfterFunc(r.period, r.onTimer)
+		time.AfterFunc(max(r.period, wait), r.onTimer)
 	}
 }
 
-// onTimer is the sweep timer's function.
+// paced reports whether pacing forbids a sweep at now, and if so sets *wait
+// to the time until it allows one.
+func (r *sweeper) paced(now time.Time, wait *time.Duration) bool {
+	if r.lastEnd.IsZero() {
+		return false
+	}
+	next := r.lastEnd.Add(sweepPace * r.lastPause)
+	if now.Before(next) {
+		*wait = next.Sub(now)
+		return true
+	}
+	return false
+}
+
+// onTimer is the sweep timer's function. It runs on a goroutine of its own,
+// outside any bubble.
 func (r *registry) onTimer() {
 	r.sweepMu.Lock()
 	defer r.sweepMu.Unlock()
 	r.timerArmed = false
-	r.checkLocked()
+	r.checkLocked(false)
 }
 
 // sweepLocked drops the implicit entries of goroutines that have exited and
 // reports whether its traceback fit; see the file comment. r.sweepMu must be
-// held.
-func (r *registry) sweepLocked() bool {
+// held. bubbled reports that the calling goroutine is in a synctest bubble,
+// where the clock does not measure the pause.
+func (r *registry) sweepLocked(bubbled bool) bool {
 	// The candidates, taken before the listing.
-	cands := make(map[uint64]struct{})
-	r.eachOwner(func(owner uint64) {
+	cands := make(map[uint64]*gstate)
+	owners := make(map[*gstate]uint64)
+	r.eachState(func(gs *gstate, owner uint64) {
 		if owner&ownerImplicit != 0 {
-			cands[owner&ownerIDMask] = struct{}{}
+			cands[owner&ownerIDMask] = gs
+			owners[gs] = owner
 		}
 	})
 	if len(cands) == 0 {
 		return true
 	}
-	if !r.listLive(cands) {
+	start := time.Now()
+	fit := r.listLive(cands)
+	pause := time.Since(start)
+	if !bubbled {
+		r.lastEnd, r.lastPause = time.Now(), pause
+		r.tracebackMax, r.tracebackTotal = max(r.tracebackMax, pause), r.tracebackTotal+pause
+	}
+	if !fit {
 		return false
 	}
-	// cands now holds the dead: rebuild the shards they are in.
-	var withDead [numShards]bool
-	for id := range cands {
-		withDead[shardOf(idHash(id))] = true
-	}
-	var dropped int
-	for i := range r.shards {
-		if !withDead[i] {
-			continue
+	// cands now holds the dead.
+	var dropped int64
+	for _, gs := range cands {
+		if r.drop(gs, owners[gs]) {
+			dropped++
 		}
-		s := &r.shards[i]
-		s.mu.Lock()
-		dropped += s.rebuildLocked(func(gs *gstate, o uint64) bool {
-			_, dead := cands[o&ownerIDMask]
-			return dead && o&ownerImplicit != 0
-		})
-		s.mu.Unlock()
 	}
-	r.kept = r.implicit.Add(-int64(dropped))
+	r.kept = r.implicit.Load()
 	r.sweepAt.Store(max(minSweep, 2*r.kept))
 	r.sweeps++
+	r.dropped += uint64(dropped)
 	return true
 }
 
 // listLive takes one traceback of all goroutines and deletes the ids of
 // those alive from ids. It reports false, deleting nothing, if the traceback
 // did not fit its buffer; the next one gets a bigger buffer.
-func (r *registry) listLive(ids map[uint64]struct{}) bool {
+func (r *registry) listLive(ids map[uint64]*gstate) bool {
 	g := runtime.NumGoroutine()
 	perG := r.dumpPerG
 	if perG == 0 {
@@ -162,10 +225,7 @@ func (r *registry) listLive(ids map[uint64]struct{}) bool {
 	// A few hundred goroutines' tracebacks vary too much for either, and
 	// fit in minDump.
 	buf := make([]byte, max(minDump, r.dumpMin, (2*g+64)*perG))
-	start := time.Now()
 	n := runtime.Stack(buf, true)
-	d := time.Since(start)
-	r.tracebackMax, r.tracebackTotal = max(r.tracebackMax, d), r.tracebackTotal+d
 	if n == len(buf) {
 		r.dumpMin = 2 * len(buf)
 		return false
@@ -187,4 +247,33 @@ func (r *registry) listLive(ids map[uint64]struct{}) bool {
 		}
 	}
 	return true
+}
+
+// goroutineMetrics are the runtime/metrics samples exitedGoroutines reads.
+var goroutineMetrics = []string{"/sched/goroutines-created:goroutines", "/sched/goroutines:goroutines"}
+
+// exitedGoroutines returns the number of goroutines that have exited since
+// the process started, from runtime/metrics. The ok result is false where
+// the runtime does not report it.
+func exitedGoroutines() (n uint64, ok bool) {
+	var s [2]metrics.Sample
+	for i, name := range goroutineMetrics {
+		s[i].Name = name
+	}
+	metrics.Read(s[:])
+	if s[0].Value.Kind() != metrics.KindUint64 || s[1].Value.Kind() != metrics.KindUint64 {
+		return 0, false
+	}
+	created, live := s[0].Value.Uint64(), s[1].Value.Uint64()
+	return created - min(created, live), true
+}
+
+// inBubble reports whether the calling goroutine is in a testing/synctest
+// bubble. Inside a bubble, time.Now carries no monotonic clock reading (the
+// runtime omits it there, as the fake clock is not the process's), and
+// outside one it always does; Round(0) strips the reading, so the two are
+// equal only in a bubble.
+func inBubble() bool {
+	now := time.Now()
+	return now == now.Round(0)
 }

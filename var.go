@@ -141,7 +141,7 @@ func (v *Var[T]) Set(value T) *Token[T] {
 	}
 	gs := state()
 	if gs == nil {
-		gs = newImplicit()
+		gs = newImplicit(&v.c)
 	}
 	t, l := newToken(v, value, v.info().tokenIsBinding)
 	c := gs.current

@@ -1,0 +1,53 @@
+package contextvars
+
+// This file holds ReadStats: the registry's and the sweeps' counts, for
+// operators to read and export.
+
+import "time"
+
+// Stats are counts of what the package keeps for goroutines, as
+// [ReadStats] returns them. A Run per request and [Go] leave nothing behind,
+// so in a server that uses them Goroutines counts the requests in flight
+// and Implicit stays near zero; a growing Implicit means code that sets vars
+// outside any Run (see [ForbidImplicit]).
+type Stats struct {
+	// Goroutines is the number of goroutine states in use: goroutines
+	// inside a Run (or Call) and goroutines holding an implicit context.
+	Goroutines int
+	// Implicit is the number of implicit contexts held, those of exited
+	// goroutines included until a sweep drops them.
+	Implicit int
+	// Overflow is how many of the Goroutines did not find their home
+	// slot free (see the Costs section of the package doc).
+	Overflow int
+	// Retained is the number of free goroutine states kept for reuse;
+	// it never exceeds 4096.
+	Retained int
+
+	// Sweeps is the number of sweeps done since the process started, and
+	// Dropped the number of implicit contexts of exited goroutines they
+	// dropped.
+	Sweeps, Dropped uint64
+	// SweepPauseTotal and SweepPauseMax are the total and the longest
+	// time the sweeps' listings of goroutines stopped the world.
+	SweepPauseTotal, SweepPauseMax time.Duration
+}
+
+// ReadStats returns the package's counts. It takes a time that grows with
+// the goroutines in the package, and no lock that Get, Set or Run takes.
+func ReadStats() Stats {
+	var s Stats
+	slotted := reg.eachState(func(_ *gstate, owner uint64) {
+		s.Goroutines++
+		if owner&ownerImplicit != 0 {
+			s.Implicit++
+		}
+	})
+	s.Overflow = int(reg.overflowLen.Load())
+	s.Retained = max(0, slotted-(s.Goroutines-s.Overflow))
+	reg.sweepMu.Lock()
+	s.Sweeps, s.Dropped = reg.sweeps, reg.dropped
+	s.SweepPauseTotal, s.SweepPauseMax = reg.tracebackTotal, reg.tracebackMax
+	reg.sweepMu.Unlock()
+	return s
+}
