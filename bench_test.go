@@ -99,11 +99,15 @@ func BenchmarkVarGetDefault(b *testing.B) {
 	})
 }
 
+// BenchmarkVarSet overwrites a var already set, with a value that changes
+// each time, as bench/compare's CPython statement does.
 func BenchmarkVarSet(b *testing.B) {
 	bySize(b, func(b *testing.B, n int) {
 		inContext(b, n, func(_ *Context, v *Var[int]) {
+			i := 1
 			for b.Loop() {
-				sinkTok = v.Set(2)
+				i++
+				sinkTok = v.Set(i)
 			}
 		})
 	})
@@ -115,6 +119,15 @@ func BenchmarkSetAllocation(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		sinkTok = new(Token[int])
+	}
+}
+
+// BenchmarkContextAllocation is a bare allocation of a Context: the floor
+// under BenchmarkCopyContext and BenchmarkContextCopy on the machine at hand.
+func BenchmarkContextAllocation(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		sinkCtx = new(Context)
 	}
 }
 

@@ -5,13 +5,17 @@ package contextvars
 // it, and its id, which tokens record.
 //
 // Invariant: only the goroutine that holds a context's ownership flag (see
-// "Ownership" below) stores its root, and a root, once stored, is an immutable
-// trie (hamt.go); so any goroutine may read a context at any time and sees
-// the complete state after some Set or Reset.
+// "Ownership" below) stores its root or changes its trie's nodes, which it
+// does in place only for nodes tagged with the context's edit tag (see
+// "Edit tags" below and hamt.go), one atomic store of a kid or a size at a
+// time; every snapshot (Copy, CopyContext, All, Keys, Values) first ends
+// that ownership. So any goroutine may read a context at any time and sees
+// the complete state after some Set or Reset, and a snapshot never changes.
 
 import (
 	"fmt"
 	"iter"
+	"runtime"
 	"sync/atomic"
 )
 
@@ -34,8 +38,9 @@ type Context struct {
 	// root is the trie of bindings. It is always safe to load, and stored
 	// only by the goroutine inside c.Run (or, for a goroutine's implicit
 	// context, by that goroutine). The store synchronizes before any load
-	// that observes it, and no node changes once published, so a reader
-	// sees a complete trie.
+	// that observes it, and the nodes that change after they are published
+	// change by atomic stores of whole kids and sizes (hamt.go), so a
+	// reader sees a complete trie.
 	root rootPtr
 
 	// state holds the ownership flag (enteredBit; see "Ownership" below)
@@ -47,6 +52,13 @@ type Context struct {
 	// Any goroutine may load and compare-and-swap state; only the owner
 	// sets the id or clears the flag.
 	state atomic.Uint64
+
+	// edit is the context's edit tag, with editBusy while its owner is
+	// changing nodes in place; 0 when no node may change (see "Edit tags"
+	// below). Any goroutine may load it and swap a tag without editBusy
+	// for 0 (freeze); only the owner sets a tag or editBusy (claim,
+	// release).
+	edit atomic.Uint64
 }
 
 // # Ownership
@@ -62,6 +74,112 @@ type Context struct {
 // most one goroutine has c current at any time, and only it writes c.root;
 // the release of the flag synchronizes before the next entrant's
 // compare-and-swap, so the next owner sees every write of the last.
+
+// # Edit tags
+//
+// A Set or Reset copies the trie path it changes, except for nodes the
+// context made since its last snapshot, which it changes in place: so a var
+// set again, and a Reset, allocate no trie node. The nodes a context may
+// change are those tagged with its edit tag (node.edit), a number never used
+// before (a context id: newContextID), taken at the context's first Set
+// after a snapshot. A snapshot ends the tag in O(1) by storing 0 (freeze):
+// the nodes it shares are then changed by no one, and the context's next
+// write takes a new tag and copies what it changes, as a copy's first write
+// does.
+//
+// The owner marks each write that may change nodes in place with editBusy
+// (claim, release), and freeze waits while the mark is set: a snapshot taken
+// by another goroutine (c.Copy() while c runs elsewhere) either sees the
+// write whole, or ends the tag before it starts, in which case the write
+// copies. A freeze's compare-and-swap reads the release's store, so the
+// in-place stores of the writes before it happen before any read of the
+// snapshot, plain or atomic.
+
+// editBusy marks, in Context.edit, a write of the owner in progress.
+const editBusy = 1 << 63
+
+// claim returns c's edit tag, taking a new one from gs (c's owner's state)
+// if c has none, and marks a write in progress; release ends it. Only c's
+// owner calls claim, which never fails: a freeze in between leaves 0, and
+// then c takes a new tag.
+func (c *Context) claim(gs *gstate) uint64 {
+	for {
+		if e := c.edit.Load(); e != 0 {
+			if c.edit.CompareAndSwap(e, e|editBusy) {
+				return e
+			}
+			continue // frozen meanwhile: the tag is gone
+		}
+		e := gs.newContextID() // never used before, by any context
+		if c.edit.CompareAndSwap(0, e|editBusy) {
+			return e
+		}
+	}
+}
+
+// release ends the write that claim began.
+func (c *Context) release(e uint64) { c.edit.Store(e) }
+
+// freeze ends c's edit tag, if it has one, so that no node of c's trie
+// changes after it: every snapshot calls it before loading the root. Any
+// goroutine may call it; if c's owner is in the middle of a write, freeze
+// waits for the write to end (a few dozen instructions, see Var.Set).
+func (c *Context) freeze() {
+	for {
+		e := c.edit.Load()
+		if e == 0 {
+			return
+		}
+		if e&editBusy == 0 {
+			if c.edit.CompareAndSwap(e, 0) {
+				return
+			}
+			continue
+		}
+		runtime.Gosched()
+	}
+}
+
+// put sets leaf l in c, the current context of its owner (whose state gs
+// is), publishes the new root, and returns the leaf l replaced (nil if
+// none): the trie write of Var.Set, and of a Reset that restores a value.
+// Where c is empty or l's var is its only one, l is the new root and no
+// node changes; the rest is out of line (putSlow).
+func (c *Context) put(gs *gstate, l *node) (replaced *node) {
+	root := c.root.Load()
+	if root == nil || root.key == l.key {
+		gs.setRoot(l)
+		return root
+	}
+	return c.putSlow(gs, root, l)
+}
+
+// putSlow is put for a root that is an inner node, or a leaf of another var.
+//
+//go:noinline
+func (c *Context) putSlow(gs *gstate, root, l *node) (replaced *node) {
+	e := c.claim(gs)
+	root, replaced = root.assoc(l, e)
+	gs.setRoot(root)
+	c.release(e)
+	return replaced
+}
+
+// remove deletes k's binding from c, the current context of its owner
+// (whose state gs is), and publishes the new root: the trie write of a
+// Reset whose Set added the var.
+func (c *Context) remove(gs *gstate, k *varCore) {
+	root := c.root.Load()
+	if root == nil || root.key != nil { // no inner node to change
+		root, _ = root.delete(k)
+		gs.setRoot(root)
+		return
+	}
+	e := c.claim(gs)
+	root, _ = root.deleteIn(k, e)
+	gs.setRoot(root)
+	c.release(e)
+}
 
 // enteredBit is the ownership flag in Context.state.
 const enteredBit = 1 << 63
@@ -134,7 +252,7 @@ func (c *Context) Copy() *Context {
 	if c == nil {
 		return new(Context)
 	}
-	return &Context{root: rootOf(c.root.Load())}
+	return &Context{root: rootOf(c.snapshot())}
 }
 
 // Len returns the number of vars set in c: Python's len(ctx).
@@ -220,10 +338,14 @@ func coreOf(key Key) *varCore {
 	return key.core()
 }
 
-// snapshot returns c's trie as it is now; nil for a nil c.
+// snapshot returns c's trie as it is now, which no one changes after; nil
+// for a nil c. It ends c's edit tag first (freeze), inline where c has none.
 func (c *Context) snapshot() *node {
 	if c == nil {
 		return nil
+	}
+	if c.edit.Load() != 0 {
+		c.freeze()
 	}
 	return c.root.Load()
 }

@@ -94,13 +94,22 @@
 // a goroutine exits, so a sweep lists the live goroutines with
 // runtime.Stack, which stops the world for a time that grows with the number
 // of goroutines. Sweeps run only when implicit contexts outnumber the live
-// goroutines two to one, and a timer reclaims those of exited goroutines
-// within a second, so memory stays bounded; but in servers, run each request
-// in a Run. With keep-alive, net/http serves many requests on one
-// connection's goroutine, so a var a handler sets outside Run is seen by the
-// next request on that connection.
+// goroutines two to one and some goroutine has exited, and are paced so
+// that their pauses take at most a tenth of the wall time; a timer reclaims
+// the contexts of exited goroutines within about a second. So memory stays
+// bounded (twice the peak of goroutines, plus the implicit contexts made
+// within one pacing interval); but in servers, run each request in a Run.
+// With keep-alive, net/http serves many requests on one connection's
+// goroutine, so a var a handler sets outside Run is seen by the next request
+// on that connection. [ForbidImplicit] makes a test suite catch that, and
+// [ReadStats] shows it in production. In a callback from a C thread (cgo),
+// whose goroutine the runtime reuses for other threads, a Set outside Run
+// panics with [ErrOutsideRun]: run the callback's body in a Run.
 //
-// Var.Get and Context.Run take no lock and allocate nothing. Var.Set
+// Var.Get and a nested Context.Run take no lock and allocate nothing; a
+// goroutine's outermost Run claims and frees its state with an atomic
+// operation each, and takes a short lock only when other goroutines hold its
+// registry bucket. Var.Set
 // allocates its token and the new binding, one allocation for both where T
 // holds no pointers, plus one node per trie level it copies: none for a
 // context's only var, one for up to 16 vars, two or three for a thousand. A
@@ -211,7 +220,9 @@ func errInternal(what string) error {
 
 // Go calls fn in a new goroutine whose current context is a copy of the
 // caller's, taken before Go returns: what the caller had set is visible to
-// fn, and what fn sets is not visible to the caller. It is the goroutine
+// fn (but for vars with an inheritance rule: [Var.InheritNone],
+// [Var.InheritWith]), and what fn sets is not visible to the caller. [GoIn]
+// starts fn in a given context instead. It is the goroutine
 // counterpart of Python's asyncio.create_task, which runs a task in a copy of
 // the current context. Nothing of the new goroutine's state is left behind
 // when fn returns, panics or calls runtime.Goexit.
@@ -221,6 +232,6 @@ func Go(fn func()) {
 	if fn == nil {
 		panic(errNilFunc)
 	}
-	c := CopyContext()
+	c := childOf(current())
 	go c.runFresh(fn)
 }

@@ -2,6 +2,7 @@ package contextvars_test
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"math/rand/v2"
 	"testing"
@@ -12,7 +13,7 @@ import (
 // This file holds FuzzContext: a byte string decodes into a program of
 // operations (New, Copy, CopyContext, Set, Reset with good, used,
 // foreign-var and foreign-context tokens, Get, reads of contexts, Run nested
-// or recursive) that runs against the library and against refModel, a small
+// or recursive, a loop over a context that sets vars as it goes) that runs against the library and against refModel, a small
 // reference model of Python's semantics written from PEP 567 and
 // Python/context.c. Every result and every error must agree.
 
@@ -53,20 +54,35 @@ func (m *refModel) currentOrImplicit() *refContext {
 	return m.implicit
 }
 
-// fuzzVars are the vars of a program: two with defaults, two without.
+// fuzzVars are the vars of a program: two with defaults, the rest without.
+// There are more than a flat root holds (16), so that contexts grow into
+// tries whose inner nodes change in place.
 type fuzzVars struct {
-	real []*contextvars.Var[int]
-	defs []int // -1: none
+	real  []*contextvars.Var[int]
+	defs  []int // -1: none
+	index map[contextvars.Key]int
 }
 
+// fuzzVarCount is the number of vars of a program.
+const fuzzVarCount = 40
+
 func newFuzzVars() fuzzVars {
-	return fuzzVars{
+	fv := fuzzVars{
 		real: []*contextvars.Var[int]{
 			contextvars.NewVar[int]("a"), contextvars.NewVarWithDefault("b", 100),
 			contextvars.NewVar[int]("c"), contextvars.NewVarWithDefault("d", 200),
 		},
-		defs: []int{-1, 100, -1, 200},
+		defs:  []int{-1, 100, -1, 200},
+		index: map[contextvars.Key]int{},
 	}
+	for i := len(fv.real); i < fuzzVarCount; i++ {
+		fv.real = append(fv.real, contextvars.NewVar[int](fmt.Sprint("x", i)))
+		fv.defs = append(fv.defs, -1)
+	}
+	for i, v := range fv.real {
+		fv.index[v] = i
+	}
+	return fv
 }
 
 // program is the state of one run of the fuzz program.
@@ -142,7 +158,7 @@ func (p *program) run() {
 		}
 		p.steps++
 		arg, _ := p.next()
-		switch b % 10 {
+		switch b % 11 {
 		case 0: // New
 			p.ctxs = append(p.ctxs, contextvars.New())
 			p.rctxs = append(p.rctxs, &refContext{vals: map[int]int{}})
@@ -161,16 +177,7 @@ func (p *program) run() {
 			}
 			p.rctxs = append(p.rctxs, &refContext{vals: vals})
 		case 3, 4: // Set
-			j := int(arg) % len(p.vars.real)
-			val := int(arg)
-			p.toks = append(p.toks, p.vars.real[j].Set(val))
-			rc := p.model.currentOrImplicit()
-			old, had := rc.vals[j]
-			rc.vals[j] = val
-			p.rtoks = append(p.rtoks, &refToken{v: j, ctx: rc, old: old, hasOld: had})
-			if o, ok := p.toks[len(p.toks)-1].OldValue(); ok != had || ok && o != old {
-				p.fail("Set: OldValue %d, %v; model %d, %v", o, ok, old, had)
-			}
+			p.set(int(arg)%len(p.vars.real), int(arg))
 		case 5: // Reset: a token (maybe used, maybe foreign) through a var (maybe another)
 			if len(p.toks) == 0 {
 				continue
@@ -252,7 +259,41 @@ func (p *program) run() {
 			if p.depth > 0 {
 				return
 			}
+		case 10: // iterate a context while setting vars in the current one
+			if len(p.ctxs) == 0 {
+				continue
+			}
+			i := int(arg) % len(p.ctxs)
+			want := maps.Clone(p.rctxs[i].vals)
+			n := 0
+			for k, v := range p.ctxs[i].All() {
+				j := p.vars.index[k]
+				if w, ok := want[j]; !ok || v != w {
+					p.fail("ctx %d: All yields %s = %v after %d Sets; the context held %d, %v when the loop began", i, k.Name(), v, n, w, ok)
+				}
+				delete(want, j)
+				// Set the var just seen, or another one, in the
+				// current context, which may be the one iterated.
+				p.set((j+n*int(arg>>4))%len(p.vars.real), 1000+n)
+				n++
+			}
+			if len(want) != 0 {
+				p.fail("ctx %d: All missed %d vars", i, len(want))
+			}
 		}
+	}
+}
+
+// set sets var j to val in the current context and in the model, and keeps
+// the token.
+func (p *program) set(j, val int) {
+	p.toks = append(p.toks, p.vars.real[j].Set(val))
+	rc := p.model.currentOrImplicit()
+	old, had := rc.vals[j]
+	rc.vals[j] = val
+	p.rtoks = append(p.rtoks, &refToken{v: j, ctx: rc, old: old, hasOld: had})
+	if o, ok := p.toks[len(p.toks)-1].OldValue(); ok != had || ok && o != old {
+		p.fail("Set: OldValue %d, %v; model %d, %v", o, ok, old, had)
 	}
 }
 

@@ -25,6 +25,10 @@ type gstate struct {
 	// with sync/atomic only.
 	owner uint64
 
+	// next links the states of one registry bucket (registry.go): read
+	// with atomic loads by anyone, stored by the bucket's mutex holder.
+	next atomic.Pointer[gstate]
+
 	current *Context // the context the goroutine runs in; nil: none
 
 	// implicit is the goroutine's implicit context (made by a Set outside
@@ -168,9 +172,15 @@ func currentLeaf(k *varCore) *node {
 	if root == nil || root.key != nil { // a context of at most one var
 		return root.get(k)
 	}
-	// The cache is keyed by (var, root). A root identifies one immutable
-	// trie, and the entry holds it, so its address cannot be reused for
-	// another trie while the entry stands: a hit is always right.
+	// The cache is keyed by (var, root), and the entry holds the root, so
+	// its address cannot be reused for another trie while the entry
+	// stands. A trie may change in place only by its context's owner
+	// (hamt.go, "Ownership"): for the current context that is this
+	// goroutine, whose every Set and Reset goes through setRoot, which
+	// clears the cache; any other trie the cache refers to was current
+	// here earlier, and is either frozen by a copy or held entered by
+	// this goroutine's outer Run, so no one changes it. A hit is always
+	// right.
 	e := &gs.cache[k.hash()&(lookupCacheSize-1)]
 	if e.key == k && e.root == root {
 		return e.leaf

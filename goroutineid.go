@@ -24,6 +24,8 @@ package contextvars
 
 import (
 	"runtime"
+	"runtime/debug"
+	"sync"
 
 	"github.com/petermattis/goid"
 )
@@ -37,9 +39,17 @@ func goroutineID() uint64 { return uint64(goid.Get()) }
 // runtime.goexit; a goroutine started by a go statement starts with its
 // function, the main goroutine with runtime.main. (A callback from C code
 // that a Go goroutine called runs on that goroutine, whose stack starts with
-// Go frames: it is not one of these.) It walks the whole stack, so it is for
-// slow paths only.
+// Go frames: it is not one of these.)
+//
+// It walks the stack, about a microsecond, so it is for slow paths only, and
+// it answers at once in a process where no C thread can have called into Go:
+// one built as a program (not a C library) that has made no cgo call since
+// this package's init. (A C constructor that starts threads which call into
+// Go later would escape this; C code does not run otherwise.)
 func onCgoCallback() bool {
+	if !cgoLibrary && runtime.NumCgoCall() == cgoCallsAtInit {
+		return false
+	}
 	pcs := make([]uintptr, 64)
 	for {
 		n := runtime.Callers(0, pcs)
@@ -53,5 +63,40 @@ func onCgoCallback() bool {
 		return false
 	}
 	f := runtime.FuncForPC(pcs[len(pcs)-2] - 1)
-	return f != nil && f.Name() == "runtime.cgocallback"
+	if f == nil {
+		return false
+	}
+	// Names cost more than the walk: remember each outermost function's.
+	entry := f.Entry()
+	if v, ok := outermost.Load(entry); ok {
+		return v.(bool)
+	}
+	cgo := f.Name() == "runtime.cgocallback"
+	outermost.Store(entry, cgo)
+	return cgo
 }
+
+// outermost caches, by function entry, whether the function that starts a
+// goroutine's stack is runtime.cgocallback. It holds one entry per function
+// that starts goroutines which make implicit contexts: a bounded number.
+var outermost sync.Map
+
+// cgoCallsAtInit is runtime.NumCgoCall when the package was initialized:
+// the runtime makes a cgo call of its own at start-up where cgo is linked.
+var cgoCallsAtInit = runtime.NumCgoCall()
+
+// cgoLibrary reports that the program is built as a C library (buildmode
+// c-shared or c-archive), whose C callers may call into Go on threads of
+// their own without Go ever calling C.
+var cgoLibrary = func() bool {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return true // unknown: check always
+	}
+	for _, s := range info.Settings {
+		if s.Key == "-buildmode" {
+			return s.Value == "c-shared" || s.Value == "c-archive"
+		}
+	}
+	return false
+}()

@@ -1,6 +1,7 @@
 package contextvars
 
 import (
+	"iter"
 	"maps"
 	"math/rand/v2"
 	"runtime"
@@ -119,14 +120,25 @@ type trieMap struct {
 	root  *node
 	model map[int]int
 	im    *immutable.Map[int, int]
+
+	// e is the edit tag the trie's owner writes under, as a Context's
+	// (see "Ownership" in hamt.go): nodes tagged e change in place. A
+	// snapshot ends it (nextTag).
+	e uint64
 }
+
+// nextTag ends m's edit tag, as a snapshot of a Context does: no node made
+// so far changes after it.
+func (m *trieMap) nextTag() { m.e++ }
 
 func newTrieMap(keys []*varCore) *trieMap {
 	return &trieMap{keys: keys, model: map[int]int{}, im: immutable.NewMap[int, int](nil)}
 }
 
-func (m *trieMap) set(t *testing.T, k, v int) {
-	root, replaced := m.root.set(leafOf(m.keys[k], v))
+// set binds key k to v, under edit tag e (0: copying every node it
+// changes, as set does).
+func (m *trieMap) set(t *testing.T, k, v int, e uint64) {
+	root, replaced := m.root.setIn(leafOf(m.keys[k], v), e)
 	old, had := m.model[k]
 	if had != (replaced != nil) || had && valueOf(replaced) != old {
 		t.Fatalf("set(%d) replaced %v; want the leaf of %d (present: %v)", k, replaced, old, had)
@@ -136,8 +148,9 @@ func (m *trieMap) set(t *testing.T, k, v int) {
 	m.im = m.im.Set(k, v)
 }
 
-func (m *trieMap) delete(t *testing.T, k int) {
-	root, removed := m.root.delete(m.keys[k])
+// delete removes key k, under edit tag e as set.
+func (m *trieMap) delete(t *testing.T, k int, e uint64) {
+	root, removed := m.root.deleteIn(m.keys[k], e)
 	_, had := m.model[k]
 	if had != (removed != nil) {
 		t.Fatalf("delete(%d) removed %v; want a leaf: %v", k, removed, had)
@@ -175,24 +188,65 @@ func (m *trieMap) check(t *testing.T) {
 
 // runOps applies a program of operations decoded from data to a trie over
 // nkeys keys hashed by hash, checking it against the oracles after each step
-// and, at the end, that no earlier version changed (persistence).
+// and, at the end, that no earlier version changed (persistence). Sets and
+// deletes run as a Context's owner does, changing in place the nodes made
+// since the last snapshot, except where the op's top bit asks for a plain
+// copying one; a snapshot op keeps the version, ends the edit tag, and walks
+// the version while the next ops change the trie (its walk must yield what
+// the version held when taken).
 func runOps(t *testing.T, data []byte, nkeys int, hash func(int) uint64) {
 	m := newTrieMap(keyset(nkeys, hash))
+	m.e = 1
 	type version struct {
 		root  *node
 		model map[int]int
 	}
 	var versions []version
+	// A walk of the last version, one leaf per op, interleaved with the
+	// writes that follow the snapshot.
+	var next func() (*node, bool)
+	var stop func()
+	var walking map[int]int
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
 	for len(data) >= 2 {
 		op, k := data[0]%8, int(data[1])%nkeys
+		e := m.e
+		if data[0]&0x80 != 0 {
+			e = 0
+		}
 		data = data[2:]
 		switch {
 		case op < 4:
-			m.set(t, k, int(op)<<8|k)
+			m.set(t, k, int(op)<<8|k, e)
 		case op < 7:
-			m.delete(t, k)
+			m.delete(t, k, e)
 		default:
 			versions = append(versions, version{m.root, maps.Clone(m.model)})
+			m.nextTag()
+			if stop != nil {
+				stop()
+			}
+			r := m.root
+			next, stop = iter.Pull(func(yield func(*node) bool) { r.walk(yield) })
+			walking = maps.Clone(m.model)
+		}
+		if next != nil {
+			if l, ok := next(); ok {
+				i := slices.Index(m.keys, l.key)
+				if want, had := walking[i]; !had || valueOf(l) != want {
+					t.Fatalf("walk of a snapshot yields key %d = %d; the snapshot held %d, %v", i, valueOf(l), want, had)
+				}
+				delete(walking, i)
+			} else {
+				if len(walking) != 0 {
+					t.Fatalf("walk of a snapshot missed %d keys", len(walking))
+				}
+				next, stop = nil, nil
+			}
 		}
 		// Plain checks: testify's reflection would dominate the run.
 		if got := m.root.len(); got != len(m.model) {
@@ -262,8 +316,9 @@ func TestHAMT_stress(t *testing.T) {
 	}
 	for _, h := range hashers[:1] {
 		m := newTrieMap(keyset(n, h.hash))
+		m.e = 1 // in place, as a Context that is never copied
 		for k := range n {
-			m.set(t, k, k)
+			m.set(t, k, k, m.e)
 			require.Equal(t, k+1, m.root.len())
 			if k%5000 == 0 {
 				m.check(t)
@@ -271,7 +326,7 @@ func TestHAMT_stress(t *testing.T) {
 		}
 		m.check(t)
 		for k := range n {
-			m.delete(t, (k*7919)%n)
+			m.delete(t, (k*7919)%n, m.e)
 			require.Equal(t, n-k-1, m.root.len())
 		}
 		require.Nil(t, m.root, "the empty map is the nil node")
@@ -411,7 +466,8 @@ func TestHAMT_flatRoot(t *testing.T) {
 func TestHAMT_nodeLayout(t *testing.T) {
 	for _, k := range []int{1, 2, 3, 5, 16, 17, 29, 31, 32, 33, 40, 64, 65, 200} {
 		keys := keyset(k, func(int) uint64 { return 7 })
-		n := newInner(0, int32(k), k)
+		n := newInner(0, int32(k), k, 7)
+		require.Equal(t, uint64(7), n.edit(), "the edit tag follows the node")
 		kids := n.kids()
 		require.Len(t, kids, k)
 		for i := range kids {

@@ -10,7 +10,8 @@ import "iter"
 // current context, taken when Wrap is called. Each call of the returned func
 // runs in a fresh copy of that snapshot, so calls on many goroutines at once
 // never collide, and what fn sets is seen neither by the caller of Wrap nor
-// by the next call. It is the counterpart of TC39's AsyncContext.Snapshot.wrap
+// by the next call. Vars with an inheritance rule ([Var.InheritNone],
+// [Var.InheritWith]) follow it in each call's copy. It is the counterpart of TC39's AsyncContext.Snapshot.wrap
 // and Node's AsyncLocalStorage.bind, and drops into the APIs that take a
 // func():
 //
@@ -24,7 +25,7 @@ func Wrap(fn func()) func() {
 		panic(errNilFunc)
 	}
 	snap := CopyContext()
-	return func() { snap.Copy().runFresh(fn) }
+	return func() { childOf(snap).runFresh(fn) }
 }
 
 // WrapErr is [Wrap] for a func that returns an error, such as
@@ -38,7 +39,7 @@ func WrapErr(fn func() error) func() error {
 		panic(errNilFunc)
 	}
 	snap := CopyContext()
-	return func() error { return snap.Copy().Run(fn) }
+	return func() error { return childOf(snap).Run(fn) }
 }
 
 // Pull is iter.Pull for a sequence that reads vars: iter.Pull runs the
@@ -57,7 +58,7 @@ func Pull[V any](seq iter.Seq[V]) (next func() (V, bool), stop func()) {
 	if seq == nil {
 		panic(errNilFunc)
 	}
-	c := CopyContext()
+	c := childOf(current())
 	return iter.Pull(func(yield func(V) bool) {
 		c.runFresh(func() { seq(yield) })
 	})
@@ -68,7 +69,7 @@ func Pull2[K, V any](seq iter.Seq2[K, V]) (next func() (K, V, bool), stop func()
 	if seq == nil {
 		panic(errNilFunc)
 	}
-	c := CopyContext()
+	c := childOf(current())
 	return iter.Pull2(func(yield func(K, V) bool) {
 		c.runFresh(func() { seq(yield) })
 	})

@@ -9,41 +9,51 @@ package contextvars
 // by panic or by runtime.Goexit; so only implicit contexts outlive the code
 // that made them, and only they wait for a sweep (sweep.go).
 //
-// The shape: a fixed array of numSlots slots, each the home of the goroutine
-// ids whose hash lands there, in front of an overflow map (sync.Map, Go's
-// hash-trie map) for goroutines whose slot another goroutine holds. Nothing
-// grows, freezes or moves: a state stays where it was claimed until it is
-// freed or dropped.
+// The shape: a fixed array of numBuckets buckets, each the home of the
+// goroutine ids whose hash lands there. A bucket is a chain of states,
+// linked through gstate.next, read without a lock and changed under the
+// bucket's mutex. Nothing grows, freezes or moves: a state stays in its
+// chain until it is freed or dropped.
 //
 // Invariants, and why they hold:
 //
 //   - A gstate's owner word is 0 (free) or its goroutine's id, with
 //     ownerImplicit if that goroutine holds an implicit context. Only a
-//     goroutine writes its own id into an owner word (acquire), and only it
+//     goroutine writes its own id into an owner word (claim), and only it
 //     clears it (free); a sweep never writes an owner word, it unlinks the
-//     state of an exited goroutine from its slot or the overflow map. So a
-//     goroutine that reads its own id in a state's owner word has found its
-//     own state, however the state got there: a lookup is a slot load and an
-//     owner comparison, validated by the id, with no lock.
-//   - A goroutine's state is in its home slot or in the overflow map, never
-//     both, and stays there while the goroutine owns it. A lookup tries the
-//     slot first, then the map (only when the map is not empty); since only
-//     the goroutine adds and removes its own entry, the lookup cannot miss.
-//   - Every claim makes progress: it takes a nil slot (one compare-and-swap),
-//     or a free state left in the slot (one compare-and-swap of its owner),
-//     or else stores a new state in the overflow map. It never waits for or
-//     retries against other goroutines.
-//   - The registry holds at most numSlots states that no goroutine owns (free
-//     states stay in their slots for the next goroutine, so a warm Run
-//     allocates nothing), plus the states in use. The overflow map deletes
-//     its entries as their goroutines free them, so after any peak of
-//     goroutines it shrinks back; the slots never hold more than numSlots.
+//     state of an exited goroutine from its chain. So a goroutine that reads
+//     its own id in a state's owner word has found its own state, however
+//     the state got there: a lookup is loads and owner comparisons,
+//     validated by the id, with no lock.
+//   - A goroutine's state is in its home bucket's chain while the goroutine
+//     owns it. Only the bucket's mutex holder changes a chain: it publishes
+//     a new state at the head with an atomic store, after setting the
+//     state's owner and next, and unlinks a state by an atomic store of its
+//     predecessor's next (or the head), leaving the unlinked state's own
+//     next as it was. So a lookup walking the chain without the lock sees
+//     every state that was in the chain before it started and stayed there
+//     (its own, in particular: only its goroutine adds or frees it), and a
+//     lookup standing on an unlinked state walks on into the chain.
+//   - A state whose owner word is 0 is in its chain: a state is unlinked
+//     only with a nonzero owner word (its goroutine's, or ownerUnlinked,
+//     set by compare-and-swap from 0 before a prune unlinks it), and a
+//     state unlinked by a free or a prune keeps ownerUnlinked for good. So a
+//     claim, which takes a state only by compare-and-swap of its owner from
+//     0, never takes a state that is out of its chain.
+//   - Every claim makes progress: it takes a free state in the chain (one
+//     compare-and-swap of its owner), or pushes a new one under the bucket's
+//     mutex, which is held only for a push or an unlink, never for a wait.
+//   - The registry keeps at most one free state per bucket for reuse: a
+//     goroutine frees the chain's head by clearing its owner (no lock), any
+//     other state by unlinking it; a sweep unlinks free states that are not
+//     the head. So after any peak of goroutines the chains shrink back, and
+//     the free states kept come to at most numBuckets.
 //
 // Locks: lookups (Var.Get, Set, entering a Run whose goroutine already has a
-// state) take none. A claim or free of a state in the overflow map, only when
-// the goroutine's home slot is held by another goroutine, takes the map's
-// internal per-node lock for the store or delete. Sweeps never block
-// lookups, claims or frees.
+// state) take none. A claim that finds no free state in its chain, and a
+// free of a state that is not its chain's head, take the bucket's mutex for
+// one push or unlink. Sweeps take each bucket's mutex for the unlinks in it,
+// and never block lookups.
 
 import (
 	"sync"
@@ -54,60 +64,73 @@ import (
 const (
 	ownerImplicit = 1 << 62 // the owner holds an implicit context
 	ownerIDMask   = ownerImplicit - 1
+
+	// ownerUnlinked is the owner word of a state taken out of its chain
+	// by a free or a prune: no goroutine's, and never claimed again.
+	ownerUnlinked = 1 << 63
 )
 
+// bucketBits sets the number of buckets: 4096. With G goroutines in the
+// package at once, chains are G/4096 long on average, so a lookup that misses
+// the head of its chain is rare below a thousand goroutines and a few loads
+// at 100,000; the free states the buckets keep for reuse come to at most
+// 4096 × 192 bytes, 768 KiB, after any peak.
 const (
-	// slotBits sets the number of slots: 4096. With G goroutines in the
-	// package at once, about G²/(2·4096) of them find their slot taken
-	// and use the overflow map (1% of 100, 11% of 1,000), while the free
-	// states the slots keep for reuse come to at most 4096 × 192 bytes,
-	// 768 KiB, after any peak.
-	slotBits = 12
-	numSlots = 1 << slotBits
+	bucketBits = 12
+	numBuckets = 1 << bucketBits
 )
 
 // reg is the registry of goroutine states. It is a variable, not a pointer,
-// so that a lookup finds the slots at a fixed address.
+// so that a lookup finds the buckets at a fixed address.
 var reg registry
 
 // registry maps goroutine ids to their states; see the file comment.
 type registry struct {
-	slots [numSlots]atomic.Pointer[gstate]
+	buckets [numBuckets]bucket
 
-	overflow    sync.Map     // goroutine id (uint64) → *gstate
-	overflowLen atomic.Int64 // entries in overflow
-
-	implicit atomic.Int64 // implicit entries in slots and overflow
+	implicit atomic.Int64 // implicit entries in all chains
 	sweepAt  atomic.Int64 // implicit entries at which to check whether a sweep is due
 
 	sweeper // see sweep.go
 }
 
-// slotOf returns the index of the home slot of goroutine id. Goroutine ids
-// are dense and nearly sequential; multiplying by 2^64/φ (Knuth's Fibonacci
-// hashing) and keeping the top bits spreads them over the slots.
-func slotOf(id uint64) uint64 { return (id * 0x9e3779b97f4a7c15) >> (64 - slotBits) }
+// bucket is one chain of states; see the file comment.
+type bucket struct {
+	head atomic.Pointer[gstate] // read without a lock; stored with mu held
+	mu   sync.Mutex             // held to push or unlink a state
+}
 
-// atHome returns the state of the goroutine with id if it is in its home
-// slot, else nil: the fast path of a lookup, small enough to inline. Only
-// the goroutine with id may look up id (see the file comment).
+// bucketOf returns the home bucket of goroutine id. Goroutine ids are dense
+// and nearly sequential; multiplying by 2^64/φ (Knuth's Fibonacci hashing)
+// and keeping the top bits spreads them over the buckets.
+func (r *registry) bucketOf(id uint64) *bucket { return &r.buckets[bucketIndex(id)] }
+
+// bucketIndex returns the index of bucketOf(id).
+func bucketIndex(id uint64) uint64 { return (id * 0x9e3779b97f4a7c15) >> (64 - bucketBits) }
+
+// atHome returns the state of the goroutine with id if it is the head of
+// its chain, else nil: the fast path of a lookup, small enough to inline.
+// Only the goroutine with id may look up id (see the file comment).
 func (r *registry) atHome(id uint64) *gstate {
-	gs := r.slots[slotOf(id)].Load()
+	gs := r.bucketOf(id).head.Load()
 	if gs != nil && atomic.LoadUint64(&gs.owner)&^ownerImplicit == id {
 		return gs
 	}
 	return nil
 }
 
-// lookupSlow is the slow path of a lookup: the overflow map.
+// lookupSlow is the slow path of a lookup: the rest of the chain.
 //
 //go:noinline
 func (r *registry) lookupSlow(id uint64) *gstate {
-	if r.overflowLen.Load() == 0 {
+	gs := r.bucketOf(id).head.Load()
+	if gs == nil {
 		return nil
 	}
-	if v, ok := r.overflow.Load(id); ok {
-		return v.(*gstate)
+	for gs = gs.next.Load(); gs != nil; gs = gs.next.Load() {
+		if atomic.LoadUint64(&gs.owner)&^ownerImplicit == id {
+			return gs
+		}
 	}
 	return nil
 }
@@ -122,45 +145,48 @@ func (r *registry) acquire(id uint64, implicit bool) *gstate {
 	if implicit {
 		owner |= ownerImplicit
 	}
-	gs := r.claim(id, owner)
+	gs := r.bucketOf(id).claim(owner)
 	if implicit && r.implicit.Add(1) >= r.sweepAt.Load() {
 		r.maybeSweep()
 	}
 	return gs
 }
 
-// claim takes the home slot of id for owner, or else an overflow entry.
-func (r *registry) claim(id, owner uint64) *gstate {
-	slot := &r.slots[slotOf(id)]
-	gs := slot.Load()
-	if gs == nil {
-		// A new state, published by the compare-and-swap: readers that
-		// load it see owner.
-		gs = &gstate{owner: owner}
-		if slot.CompareAndSwap(nil, gs) {
-			return gs
-		}
-		// Another goroutine filled the slot first; gs goes to the
-		// overflow map unless the slot's state is free.
-		if held := slot.Load(); held != nil && atomic.CompareAndSwapUint64(&held.owner, 0, owner) {
-			return held
-		}
-	} else {
-		if atomic.CompareAndSwapUint64(&gs.owner, 0, owner) {
-			return gs
-		}
-		gs = &gstate{owner: owner}
+// claim takes the head of b's chain for owner if it is free, or else
+// pushes a new state. (It looks no farther: states behind the head are
+// seldom free, as frees unlink them, and walking a long chain of other
+// goroutines' states would cost a cache miss each.)
+func (b *bucket) claim(owner uint64) *gstate {
+	if gs := b.head.Load(); gs != nil && atomic.CompareAndSwapUint64(&gs.owner, 0, owner) {
+		return gs
 	}
-	// The slot is another goroutine's (or was just emptied by a sweep:
-	// the next claim of this slot takes it).
-	r.overflow.Store(id, gs)
-	r.overflowLen.Add(1)
+	gs := &gstate{owner: owner}
+	b.mu.Lock()
+	gs.next.Store(b.head.Load())
+	b.head.Store(gs) // publishes gs with its owner and next
+	b.mu.Unlock()
 	return gs
 }
 
+// unlinkLocked removes gs from b's chain, if it is there. b.mu must be
+// held. gs keeps its next, so that a lookup standing on it walks on.
+func (b *bucket) unlinkLocked(gs *gstate) bool {
+	if b.head.Load() == gs {
+		b.head.Store(gs.next.Load())
+		return true
+	}
+	for p := b.head.Load(); p != nil; p = p.next.Load() {
+		if p.next.Load() == gs {
+			p.next.Store(gs.next.Load())
+			return true
+		}
+	}
+	return false
+}
+
 // free gives up gs, the calling goroutine's state, whose owner word is owner:
-// it clears the fields and frees the state in its slot for reuse, or deletes
-// its overflow entry.
+// it clears the fields, then frees the state in place if it is its chain's
+// head (kept for reuse), or unlinks it.
 func (r *registry) free(gs *gstate, owner uint64) {
 	gs.current, gs.implicit = nil, nil
 	if gs.cached {
@@ -169,64 +195,84 @@ func (r *registry) free(gs *gstate, owner uint64) {
 	if owner&ownerImplicit != 0 {
 		r.implicit.Add(-1)
 	}
-	id := owner & ownerIDMask
-	if r.slots[slotOf(id)].Load() == gs {
+	b := r.bucketOf(owner & ownerIDMask)
+	if b.head.Load() == gs {
 		// The atomic store orders the writes above before the next
 		// owner's claim. Nobody else writes a claimed owner word, so
-		// there is nothing to compare.
+		// there is nothing to compare. (If another state is pushed in
+		// front of gs meanwhile, gs stays in its chain, free, for a
+		// claim to take or a sweep to prune.)
 		atomic.StoreUint64(&gs.owner, 0)
 		return
 	}
-	r.overflow.Delete(id)
-	r.overflowLen.Add(-1)
+	b.mu.Lock()
+	b.unlinkLocked(gs)
+	b.mu.Unlock()
+	atomic.StoreUint64(&gs.owner, ownerUnlinked)
 }
 
-// eachState calls fn with each state in use and its owner word, then
-// reports how many states the slots hold, free or not. States claimed or
-// freed meanwhile may or may not be seen.
-func (r *registry) eachState(fn func(gs *gstate, owner uint64)) (slotted int) {
-	for i := range r.slots {
-		gs := r.slots[i].Load()
-		if gs == nil {
-			continue
-		}
-		slotted++
-		if o := atomic.LoadUint64(&gs.owner); o != 0 {
-			fn(gs, o)
+// eachState calls fn with each state in use and its owner word, and with
+// whether it is not its chain's head (overflow); it returns how many free
+// states the chains hold. States claimed or freed meanwhile may or may not
+// be seen.
+func (r *registry) eachState(fn func(gs *gstate, owner uint64, overflow bool)) (free int) {
+	for i := range r.buckets {
+		head := r.buckets[i].head.Load()
+		for gs := head; gs != nil; gs = gs.next.Load() {
+			switch o := atomic.LoadUint64(&gs.owner); {
+			case o == 0:
+				free++
+			case o&ownerUnlinked == 0:
+				fn(gs, o, gs != head)
+			}
 		}
 	}
-	r.overflow.Range(func(_, v any) bool {
-		gs := v.(*gstate)
-		if o := atomic.LoadUint64(&gs.owner); o != 0 {
-			fn(gs, o)
-		}
-		return true
-	})
-	return slotted
+	return free
 }
 
 // eachOwner calls fn with the owner word of each state in use.
 func (r *registry) eachOwner(fn func(owner uint64)) {
-	r.eachState(func(_ *gstate, o uint64) { fn(o) })
+	r.eachState(func(_ *gstate, o uint64, _ bool) { fn(o) })
 }
 
 // drop unlinks gs, the implicit state of an exited goroutine whose owner word
-// is owner, from its slot or the overflow map, and reports whether it did.
-// Only a sweep calls it, with sweepMu held; it writes nothing of gs, which
-// goes to the garbage collector with its context.
+// is owner, from its chain, and reports whether it did. Only a sweep calls
+// it, with sweepMu held; it writes nothing of gs, which goes to the garbage
+// collector with its context.
 func (r *registry) drop(gs *gstate, owner uint64) bool {
 	if atomic.LoadUint64(&gs.owner) != owner {
 		return false // not the state the sweep listed
 	}
-	id := owner & ownerIDMask
-	if r.slots[slotOf(id)].CompareAndSwap(gs, nil) {
+	b := r.bucketOf(owner & ownerIDMask)
+	b.mu.Lock()
+	ok := b.unlinkLocked(gs)
+	b.mu.Unlock()
+	if ok {
 		r.implicit.Add(-1)
-		return true
 	}
-	if r.overflow.CompareAndDelete(id, gs) {
-		r.overflowLen.Add(-1)
-		r.implicit.Add(-1)
-		return true
+	return ok
+}
+
+// pruneFree unlinks the free states that are not their chain's head: frees
+// leave them behind when another state was pushed in front meanwhile. Only a
+// sweep calls it. It takes each such state from 0 to ownerUnlinked by
+// compare-and-swap before unlinking it, so a claim racing with it either
+// took the state first (and it stays) or fails and looks on.
+func (r *registry) pruneFree() {
+	for i := range r.buckets {
+		b := &r.buckets[i]
+		if head := b.head.Load(); head == nil || head.next.Load() == nil {
+			continue
+		}
+		b.mu.Lock()
+		for p := b.head.Load(); p != nil; {
+			n := p.next.Load()
+			if n != nil && atomic.CompareAndSwapUint64(&n.owner, 0, ownerUnlinked) {
+				p.next.Store(n.next.Load())
+				continue
+			}
+			p = n
+		}
+		b.mu.Unlock()
 	}
-	return false
 }

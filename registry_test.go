@@ -172,14 +172,14 @@ func TestRegistry_runExitsDuringSweeps(t *testing.T) {
 }
 
 // sameSlot starts goroutines in wg until n of them have ids that share one
-// home slot, and runs body(i) on the i-th of those; the others exit at once.
+// home bucket, and runs body(i) on the i-th of those; the others exit at once.
 func sameSlot(n int, wg *sync.WaitGroup, body func(i int)) {
-	target := slotOf(goroutineID())
+	target := bucketIndex(goroutineID())
 	for found := 0; found < n; {
 		match := make(chan bool)
 		i := found
 		wg.Go(func() {
-			if slotOf(goroutineID()) != target {
+			if bucketIndex(goroutineID()) != target {
 				match <- false
 				return
 			}
@@ -193,8 +193,8 @@ func sameSlot(n int, wg *sync.WaitGroup, body func(i int)) {
 }
 
 // TestRegistry_claimWhenSlotTaken is defect 2 of the registry's review: 17
-// goroutines whose ids share a home slot sit inside Run, and an 18th with
-// the same slot calls Run. The old registry rebuilt a table of the same
+// goroutines whose ids share a home bucket sit inside Run, and an 18th
+// with the same bucket calls Run. The old registry rebuilt a table of the same
 // size again and again, and the 18th could not get in for as long as the
 // others stayed. Every claim must make progress, and each goroutine sees
 // its own value.
@@ -208,6 +208,16 @@ func TestRegistry_claimWhenSlotTaken(t *testing.T) {
 			v.Set(i)
 			entered <- i
 			<-release
+			// Now that all are in, most find their state behind the
+			// head of the chain: a nested Run must find it there and
+			// claim no second one.
+			gs := state()
+			_ = New().Run(func() error {
+				if state() != gs {
+					t.Errorf("goroutine %d has a second state in a nested Run", i)
+				}
+				return nil
+			})
 			if got, _ := v.Get(); got != i {
 				t.Errorf("goroutine %d sees %d", i, got)
 			}
@@ -224,8 +234,70 @@ func TestRegistry_claimWhenSlotTaken(t *testing.T) {
 			t.Fatal("a goroutine whose home slot is taken could not enter Run")
 		}
 	}
-	assert.GreaterOrEqual(t, ReadStats().Overflow, n-1, "all but one went to the overflow map")
+	stats := ReadStats()
+	assert.GreaterOrEqual(t, stats.Overflow, n-1, "all but one are behind the head of the chain")
+	assert.GreaterOrEqual(t, stats.Goroutines, n)
+	assert.LessOrEqual(t, stats.Goroutines, n+8, "one state per goroutine")
 	close(release)
 	wg.Wait()
-	assert.Zero(t, reg.overflowLen.Load(), "the overflow map is empty again")
+	assert.Zero(t, ReadStats().Overflow, "the chain is short again")
+}
+
+// TestRegistry_sameBucketChurn: goroutines that share a bucket claim and
+// free states over and over (at the head of the chain and behind it), while
+// sweeps prune free states and drop exited goroutines' ones: a goroutine
+// must never lose its state or see another's.
+func TestRegistry_sameBucketChurn(t *testing.T) {
+	const n = 8
+	iters := 300
+	if long() {
+		iters = 3000
+	}
+	v := NewVar[int]("v")
+	stop := make(chan struct{})
+	var sweeps sync.WaitGroup
+	sweeps.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			sweepNow()
+			runtime.Gosched()
+		}
+	})
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	sameSlot(n, &wg, func(g int) {
+		<-start
+		for i := range iters {
+			want := g*iters + i
+			err := New().Run(func() error {
+				v.Set(want)
+				runtime.Gosched()
+				return New().Run(func() error {
+					if _, ok := v.Get(); ok {
+						t.Errorf("goroutine %d sees a value in a new context", g)
+					}
+					return nil
+				})
+			})
+			assert.NoError(t, err)
+			if i%3 == 0 {
+				v.Set(want) // an implicit context, then gone again
+				if got, _ := v.Get(); got != want {
+					t.Errorf("goroutine %d sees %d, want %d", g, got, want)
+				}
+				dropImplicit()
+			}
+			if state() != nil {
+				t.Errorf("goroutine %d keeps a state", g)
+			}
+		}
+	})
+	close(start)
+	wg.Wait()
+	close(stop)
+	sweeps.Wait()
 }

@@ -75,19 +75,35 @@ func (c *Context) enter() (gs *gstate, prev *Context, err error) {
 	if !c.tryEnter() {
 		return nil, nil, errAlreadyEntered(c)
 	}
+	gs, prev = c.switchTo()
+	return gs, prev, nil
+}
+
+// switchTo makes c, whose ownership flag the caller holds, the calling
+// goroutine's current context, and returns the goroutine's state and the
+// context it replaced.
+func (c *Context) switchTo() (gs *gstate, prev *Context) {
 	// The goroutine's state, claimed if it has none: the lookup's fast
 	// path inlined, the claim (acquire) out of line.
 	id := goroutineID()
 	if gs = reg.atHome(id); gs == nil {
-		gs = reg.acquire(id, false)
+		if gs = reg.lookupSlow(id); gs == nil {
+			gs = reg.acquire(id, false)
+		}
 	}
 	prev = gs.current
 	gs.current = c
-	return gs, prev, nil
+	if hs := switchHooks.Load(); hs != nil {
+		hs.call(prev, c)
+	}
+	return gs, prev
 }
 
 // exit undoes enter. It runs deferred, so on return, panic and Goexit alike.
 func (c *Context) exit(gs *gstate, prev *Context) {
+	if hs := switchHooks.Load(); hs != nil {
+		hs.call(c, prev)
+	}
 	c.leave()
 	if prev == nil {
 		// The goroutine's outermost Run, and it has no implicit

@@ -17,11 +17,12 @@ type Stats struct {
 	// Implicit is the number of implicit contexts held, those of exited
 	// goroutines included until a sweep drops them.
 	Implicit int
-	// Overflow is how many of the Goroutines did not find their home
-	// slot free (see the Costs section of the package doc).
+	// Overflow is how many of the Goroutines are not first in their
+	// registry bucket, so that their lookups walk a chain: few while
+	// fewer than a few thousand goroutines use the package at once.
 	Overflow int
-	// Retained is the number of free goroutine states kept for reuse;
-	// it never exceeds 4096.
+	// Retained is the number of free goroutine states kept for reuse:
+	// at most 4096 after a sweep.
 	Retained int
 
 	// Sweeps is the number of sweeps done since the process started, and
@@ -37,14 +38,15 @@ type Stats struct {
 // the goroutines in the package, and no lock that Get, Set or Run takes.
 func ReadStats() Stats {
 	var s Stats
-	slotted := reg.eachState(func(_ *gstate, owner uint64) {
+	s.Retained = reg.eachState(func(_ *gstate, owner uint64, overflow bool) {
 		s.Goroutines++
 		if owner&ownerImplicit != 0 {
 			s.Implicit++
 		}
+		if overflow {
+			s.Overflow++
+		}
 	})
-	s.Overflow = int(reg.overflowLen.Load())
-	s.Retained = max(0, slotted-(s.Goroutines-s.Overflow))
 	reg.sweepMu.Lock()
 	s.Sweeps, s.Dropped = reg.sweeps, reg.dropped
 	s.SweepPauseTotal, s.SweepPauseMax = reg.tracebackTotal, reg.tracebackMax

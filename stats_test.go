@@ -42,7 +42,7 @@ func TestReadStats(t *testing.T) {
 	s := ReadStats()
 	assert.Equal(t, base.Goroutines+inRun+implicit, s.Goroutines, "goroutines in the package")
 	assert.Equal(t, base.Implicit+implicit, s.Implicit, "implicit contexts")
-	assert.LessOrEqual(t, s.Retained, numSlots)
+	assert.LessOrEqual(t, s.Retained, numBuckets)
 	close(release)
 	wg.Wait()
 	sweepNow()
@@ -96,7 +96,7 @@ func TestForbidImplicit(t *testing.T) {
 
 // TestRegistry_shrinksAfterBurst is defect 5 of the registry's review: after
 // a burst of concurrent Runs all return, the registry keeps no entry and at
-// most numSlots free states, and the heap goes back near where it was (the
+// most numBuckets free states, and the heap goes back near where it was (the
 // old registry kept its peak: 131,072 slots and 100,000 states).
 func TestRegistry_shrinksAfterBurst(t *testing.T) {
 	n := 100_000
@@ -144,7 +144,7 @@ func TestRegistry_shrinksAfterBurst(t *testing.T) {
 	t.Logf("%d Runs at once: %+v; after: %+v; heap growth %d KiB", n, peak, after, growth>>10)
 	assert.Equal(t, base.Goroutines+n, peak.Goroutines)
 	assert.Equal(t, base.Goroutines, after.Goroutines, "no entry left")
-	assert.Equal(t, base.Overflow, after.Overflow, "the overflow map emptied")
-	assert.LessOrEqual(t, after.Retained, numSlots, "free states kept for reuse are bounded")
-	assert.Less(t, growth, int64(numSlots*256+(1<<20)), "the heap is back near where it was")
+	assert.Equal(t, base.Overflow, after.Overflow, "the chains are short again")
+	assert.LessOrEqual(t, after.Retained, numBuckets, "free states kept for reuse are bounded")
+	assert.Less(t, growth, int64(numBuckets*256+(1<<20)), "the heap is back near where it was")
 }

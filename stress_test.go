@@ -3,6 +3,7 @@ package contextvars_test
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -208,5 +209,103 @@ func TestStress_goAndSweep(t *testing.T) {
 			})
 		}
 		waitOrFail(t, &wg, time.Minute)
+	}
+}
+
+// TestStress_readersDuringInPlaceWrites runs one goroutine inside a context
+// that sets and resets its vars in a loop, so that the trie's nodes change in
+// place, while other goroutines read the context (In, Len, Get, All) and
+// copy it. Every read must find a whole value of each var, the context's
+// size must never move, and a copy must never change after it is taken.
+func TestStress_readersDuringInPlaceWrites(t *testing.T) {
+	for _, n := range []int{1, 10, 100} {
+		t.Run(fmt.Sprintf("vars=%d", n), func(t *testing.T) {
+			type pair [2]int // a whole value has pair[1] == -pair[0]
+			vars := make([]*contextvars.Var[pair], n)
+			names := make([]*contextvars.Var[string], 0, 1)
+			c := contextvars.New()
+			require.NoError(t, c.Run(func() error {
+				for i := range vars {
+					vars[i] = contextvars.NewVar[pair](fmt.Sprint("p", i))
+					vars[i].Set(pair{})
+				}
+				if n > 1 { // a var whose token is not its binding
+					names = append(names, contextvars.NewVar[string]("s"))
+					vars[n-1].Reset(vars[n-1].Set(pair{}))
+					names[0].Set("s0")
+				}
+				return nil
+			}))
+			size := c.Len()
+			whole := func(key contextvars.Key, x any) bool {
+				switch x := x.(type) {
+				case pair:
+					return x[1] == -x[0]
+				case string:
+					return len(x) >= 2 && x[0] == 's'
+				}
+				return false
+			}
+			var failures atomic.Int32
+			fail := func(format string, args ...any) {
+				if failures.Add(1) <= 5 {
+					t.Errorf(format, args...)
+				}
+			}
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			readUntil(&wg, stop, 1, func() {
+				for i, v := range vars {
+					if x, ok := v.In(c); !ok || x[1] != -x[0] {
+						fail("%s.In(c) = %v, %v: not a whole value", vars[i].Name(), x, ok)
+					}
+				}
+				if got := c.Len(); got != size {
+					fail("c.Len() = %d; want %d", got, size)
+				}
+			})
+			readUntil(&wg, stop, 1, func() {
+				d := c.Copy()
+				first := map[contextvars.Key]any{}
+				for k, x := range d.All() {
+					if !whole(k, x) {
+						fail("copy: All yields %s = %v: not a whole value", k.Name(), x)
+					}
+					first[k] = x
+				}
+				runtime.Gosched() // let the writer write
+				for k, x := range d.All() {
+					if first[k] != x {
+						fail("a copy changed: %s was %v, is %v", k.Name(), first[k], x)
+					}
+				}
+				if len(first) != size || d.Len() != size {
+					fail("copy of %d vars: All yields %d, Len %d", size, len(first), d.Len())
+				}
+			})
+			wg.Go(func() {
+				iterations := 3000
+				if testing.Short() {
+					iterations = 1000
+				}
+				require.NoError(t, c.Run(func() error {
+					for i := range iterations {
+						v := vars[i%n]
+						tok := v.Set(pair{i, -i})
+						if i%3 == 0 {
+							if err := tok.Reset(); err != nil {
+								return err
+							}
+						}
+						if len(names) > 0 && i%5 == 0 {
+							names[0].Reset(names[0].Set(fmt.Sprint("s", i)))
+						}
+					}
+					return nil
+				}))
+				close(stop)
+			})
+			waitOrFail(t, &wg, time.Minute)
+		})
 	}
 }

@@ -177,7 +177,7 @@ func (r *registry) sweepLocked(bubbled bool) bool {
 	// The candidates, taken before the listing.
 	cands := make(map[uint64]*gstate)
 	owners := make(map[*gstate]uint64)
-	r.eachState(func(gs *gstate, owner uint64) {
+	r.eachState(func(gs *gstate, owner uint64, _ bool) {
 		if owner&ownerImplicit != 0 {
 			cands[owner&ownerIDMask] = gs
 			owners[gs] = owner
@@ -203,6 +203,7 @@ func (r *registry) sweepLocked(bubbled bool) bool {
 			dropped++
 		}
 	}
+	r.pruneFree()
 	r.kept = r.implicit.Load()
 	r.sweepAt.Store(max(minSweep, 2*r.kept))
 	r.sweeps++

@@ -7,7 +7,7 @@ package contextvars
 //     used by the one Reset that succeeds (Token.consume).
 //   - Every leaf of a trie keyed by a Var[T]'s core is the first field of a
 //     binding[T] of that same T, so bindingOf can recover the value: only
-//     Var[T].Set and Var[T].Reset make leaves (newToken, newBinding).
+//     Var[T].Set makes leaves (newToken, newBinding, Token.bind).
 //
 // Where T holds no pointers and is small, a token is its own binding: Set
 // allocates once, and the trie keeps the token (whose old value then refers
@@ -43,7 +43,12 @@ type Token[T any] struct {
 	// (bench/RESULTS.md).
 	b binding[T]
 
-	old T // the value the var had in the context before Set, if tokenHasOld
+	// ob is the binding of the value the var had in the context before
+	// Set, if tokenHasOld: the leaf a Reset puts back, so that a Reset
+	// allocates nothing. Once put back, it keeps the token alive in the
+	// trie; the token then holds no other value (b.val is the zero value,
+	// or, in a token that is its binding, holds no pointers).
+	ob binding[T]
 }
 
 // Flags of a token's state; the bits below them hold a context id.
@@ -89,7 +94,7 @@ func newToken[T any](v *Var[T], value T, isBinding bool) (*Token[T], *node) {
 // ran in and the leaf it replaced there (nil if none).
 func (t *Token[T]) bind(ctxID uint64, replaced *node) {
 	if replaced != nil {
-		t.old = bindingOf[T](replaced).val
+		t.ob = binding[T]{leaf: node{key: t.b.leaf.key}, val: bindingOf[T](replaced).val}
 		ctxID |= tokenHasOld
 	}
 	*t.stateWord() = ctxID
@@ -97,7 +102,7 @@ func (t *Token[T]) bind(ctxID uint64, replaced *node) {
 
 // consume checks, in CPython's order, that t may undo its Set of v in the
 // calling goroutine's current context, and marks t used. It returns the
-// goroutine's state and whether the var had a value before the Set (t.old).
+// goroutine's state and whether the var had a value before the Set (t.ob).
 // If t may not, it returns an error and leaves t unchanged.
 func (t *Token[T]) consume(v *Var[T]) (gs *gstate, hasOld bool, err error) {
 	if t == nil {
@@ -127,6 +132,10 @@ func (t *Token[T]) consume(v *Var[T]) (gs *gstate, hasOld bool, err error) {
 	}
 	return gs, ts&tokenHasOld != 0, nil
 }
+
+// oldLeaf returns the leaf binding t's var to the value it had before Set,
+// which t must have (tokenHasOld).
+func (t *Token[T]) oldLeaf() *node { return &t.ob.leaf }
 
 // stateWord returns the address of t's state: the id of the context Set ran
 // in (see Context.state) with the flags tokenHasOld and tokenUsed. Set
@@ -158,7 +167,7 @@ func (t *Token[T]) OldValue() (T, bool) {
 		var zero T
 		return zero, false
 	}
-	return t.old, t.loadState()&tokenHasOld != 0
+	return t.ob.val, t.loadState()&tokenHasOld != 0
 }
 
 // Reset is t.Var().Reset(t). It lets a scoped Set read as one line, as

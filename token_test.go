@@ -2,6 +2,7 @@ package contextvars_test
 
 import (
 	"errors"
+	"runtime"
 	"sync"
 	"testing"
 
@@ -135,4 +136,77 @@ func TestToken_resetRace(t *testing.T) {
 		assert.Equal(t, 1, wins)
 		assert.Equal(t, 0, c.Len())
 	}
+}
+
+// TestVar_setAndResetAllocateNoTrieNode checks that, at every context size,
+// a Set of a var the context holds allocates only what a Set in a context of
+// that var alone does (its token, and for a type with pointers its binding),
+// and that a Reset restoring a value allocates nothing: the trie nodes the
+// context made since it was last copied change in place. A Reset that
+// removes a var allocates at most the one trie node that loses it.
+func TestVar_setAndResetAllocateNoTrieNode(t *testing.T) {
+	for _, n := range []int{1, 10, 100, 1000} {
+		checkSetResetAllocs(t, n, 1, 2, 1.0)
+		checkSetResetAllocs(t, n, "a", "b", 2.0)
+	}
+}
+
+// checkSetResetAllocs measures, in a context of n vars, Sets and Resets of
+// its last var, of type T, to the values a and b; wantSet is what a Set
+// allocates.
+func checkSetResetAllocs[T any](t *testing.T, n int, a, b T, wantSet float64) {
+	t.Helper()
+	v, w := contextvars.NewVar[T]("v"), contextvars.NewVar[T]("w")
+	require.NoError(t, contextvars.New().Run(func() error {
+		for i := range n - 1 {
+			contextvars.NewVar[int]("x").Set(i)
+		}
+		v.Set(a)
+		i := 0
+		set := testing.AllocsPerRun(100, func() {
+			if i++; i%2 == 0 {
+				v.Set(a)
+			} else {
+				v.Set(b)
+			}
+		})
+		assert.Equal(t, wantSet, set, "%d vars: allocations of %T Set", n, a)
+
+		toks := make([]*contextvars.Token[T], 101)
+		for k := range toks {
+			toks[k] = v.Set(b)
+		}
+		k := len(toks)
+		reset := testing.AllocsPerRun(100, func() {
+			k--
+			if err := toks[k].Reset(); err != nil {
+				t.Fatal(err)
+			}
+		})
+		assert.Zero(t, reset, "%d vars: allocations of a %T Reset restoring a value", n, a)
+		got, _ := v.Get()
+		assert.Equal(t, b, got, "%d vars: the first token's Reset restored b", n)
+
+		scoped := testing.AllocsPerRun(100, func() {
+			if err := v.Set(a).Reset(); err != nil {
+				t.Fatal(err)
+			}
+		})
+		assert.Equal(t, wantSet, scoped, "%d vars: allocations of a %T Set and Reset", n, a)
+
+		// A Reset that removes a var: counted alone, around each Reset;
+		// the fewest of 20, since the count is the process's.
+		var before, after runtime.MemStats
+		fewest := uint64(1 << 20)
+		for range 20 {
+			tok := w.Set(a)
+			runtime.ReadMemStats(&before)
+			err := tok.Reset()
+			runtime.ReadMemStats(&after)
+			require.NoError(t, err)
+			fewest = min(fewest, after.Mallocs-before.Mallocs)
+		}
+		assert.LessOrEqual(t, fewest, uint64(1), "%d vars: allocations of a %T Reset removing a var", n, a)
+		return nil
+	}))
 }

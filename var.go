@@ -132,9 +132,17 @@ func (v *Var[T]) current() *node {
 // Python's ContextVar.set(value). Outside any [Context.Run], Set acts on the
 // goroutine's implicit context, made on first use.
 //
-// Set allocates the new binding and the token, and one trie node per level
-// of the path it copies (none if v is the context's only var). Where T holds
-// no pointers and is at most 64 bytes, binding and token are one allocation.
+// Set panics with an error wrapping [ErrOutsideRun], setting nothing, where
+// it would make an implicit context that must not be made: while
+// [ForbidImplicit] is on, and in a callback from a C thread (cgo), whose
+// goroutine the runtime reuses for the callbacks of other threads.
+//
+// Set allocates the token, and the new binding where T holds pointers or is
+// over 64 bytes (else the token is the binding). A Set of a var the context
+// holds already changes the trie in place and allocates nothing more, if the
+// context has not been copied or iterated since it last changed that part
+// of the trie; otherwise, and for a var new to the context, Set copies the
+// trie nodes it changes, one per level of the path (see hamt.go).
 func (v *Var[T]) Set(value T) *Token[T] {
 	if v == nil {
 		panic(errNilVar)
@@ -145,9 +153,7 @@ func (v *Var[T]) Set(value T) *Token[T] {
 	}
 	t, l := newToken(v, value, v.info().tokenIsBinding)
 	c := gs.current
-	root, replaced := c.root.Load().set(l)
-	t.bind(c.idFor(gs), replaced)
-	gs.setRoot(root)
+	t.bind(c.idFor(gs), c.put(gs, l))
 	return t
 }
 
@@ -160,8 +166,9 @@ func (v *Var[T]) Set(value T) *Token[T] {
 // ([ErrTokenUsed]), was made by another var ([ErrTokenVar]), or was made in a
 // context other than the current one ([ErrTokenContext]).
 //
-// Restoring an old value allocates a binding for it, and copies the path to
-// it as Set does; removing a value copies the path only.
+// Reset allocates nothing where it restores a value (the token holds the
+// binding to put back) and the trie may change in place, as for Set;
+// removing a value copies the trie node that loses it.
 func (v *Var[T]) Reset(t *Token[T]) error {
 	if v == nil {
 		return errNilVar
@@ -170,13 +177,11 @@ func (v *Var[T]) Reset(t *Token[T]) error {
 	if err != nil {
 		return err
 	}
-	root := gs.current.root.Load()
 	if hasOld {
-		root, _ = root.set(newBinding(v, t.old))
+		gs.current.put(gs, t.oldLeaf())
 	} else {
-		root, _ = root.delete(&v.c)
+		gs.current.remove(gs, &v.c)
 	}
-	gs.setRoot(root)
 	return nil
 }
 
@@ -282,6 +287,10 @@ type varCore struct {
 	// info is set by NewVar, or by the first Set of a zero Var (Var.info).
 	// Bindings of the var exist only after it.
 	info atomic.Pointer[varInfo]
+
+	// inherit is what children see of the var (gochild.go); nil: its
+	// value, as it is.
+	inherit atomic.Pointer[inheritRule]
 }
 
 // varInfo is what the type-independent code needs to know of a Var[T].

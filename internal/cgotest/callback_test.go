@@ -33,6 +33,8 @@ func TestCgo_callbacksOfThreadsDoNotMix(t *testing.T) {
 	const threads = 5
 	v := contextvars.NewVar[int]("v")
 	var results []result
+	// States of other tests' exited goroutines may wait for a sweep.
+	base := contextvars.ReadStats().Goroutines
 	ThreadsOneAfterAnother(threads, func(i int) {
 		r := result{goid: goid.Get()}
 		_, r.sawBefore = v.Get()
@@ -64,7 +66,7 @@ func TestCgo_callbacksOfThreadsDoNotMix(t *testing.T) {
 		assert.Contains(t, r.setErr.Error(), "cgo callback")
 		assert.Equal(t, i, r.inRun, "thread %d: Run works", i)
 		assert.False(t, r.sawAfter, "thread %d: the Run's value stays in the Run", i)
-		assert.Zero(t, r.statesLeft, "thread %d: nothing left in the registry", i)
+		assert.LessOrEqual(t, r.statesLeft, base, "thread %d: nothing left in the registry", i)
 	}
 }
 

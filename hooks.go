@@ -1,0 +1,86 @@
+package contextvars
+
+// This file holds switch hooks: code that runs when a goroutine enters or
+// leaves a Context (Kotlin's ThreadContextElement, CPython 3.14's context
+// watchers). With none registered, entering and leaving a Run cost one
+// atomic load more.
+
+import (
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// A SwitchHook is called on a goroutine that switches contexts through
+// [Context.Run] or [Call] (and so [Go], [Wrap] and the like): on entering,
+// with from the goroutine's previous current context (nil if it had none)
+// and to the entered one; on leaving, with from the left context and to the
+// restored one (nil when leaving the goroutine's outermost Run). It runs on
+// that goroutine, before fn on entering and after fn on leaving, also when
+// fn panics or calls runtime.Goexit, so it sees the vars of to with
+// [Var.In]. It must not panic, nor enter or leave contexts itself.
+//
+// A Set outside any Run, which makes the goroutine's implicit context, is
+// not a switch.
+type SwitchHook func(from, to *Context)
+
+// switchHooks is the registered hooks, nil if none: Run loads it once on
+// entering and once on leaving.
+var switchHooks atomic.Pointer[hookList]
+
+// hooksMu serializes OnSwitch and its remove funcs.
+var hooksMu sync.Mutex
+
+// hookList is an immutable list of registered hooks.
+type hookList struct {
+	hooks []*SwitchHook
+}
+
+// call calls each hook of l.
+func (l *hookList) call(from, to *Context) {
+	for _, h := range l.hooks {
+		(*h)(from, to)
+	}
+}
+
+// OnSwitch registers h, to be called at every switch of contexts by any
+// goroutine from now on, and returns a func that unregisters it (calling it
+// again does nothing). Hooks are called in the order they were registered.
+// A program that registers none sees no change and pays one atomic load per
+// Run. OnSwitch panics, with an error whose message starts "contextvars: ",
+// if h is nil.
+//
+// Hooks apply to the whole process: register them at start-up, as a
+// profiler or tracer is. The subpackage pprofvars has one that labels CPU
+// profiles with chosen vars.
+func OnSwitch(h SwitchHook) (remove func()) {
+	if h == nil {
+		panic(errNilFunc)
+	}
+	p := &h
+	hooksMu.Lock()
+	defer hooksMu.Unlock()
+	next := &hookList{}
+	if l := switchHooks.Load(); l != nil {
+		next.hooks = slices.Clone(l.hooks)
+	}
+	next.hooks = append(next.hooks, p)
+	switchHooks.Store(next)
+	return func() {
+		hooksMu.Lock()
+		defer hooksMu.Unlock()
+		l := switchHooks.Load()
+		if l == nil {
+			return
+		}
+		i := slices.Index(l.hooks, p)
+		if i < 0 {
+			return
+		}
+		if len(l.hooks) == 1 {
+			switchHooks.Store(nil)
+			return
+		}
+		switchHooks.Store(&hookList{hooks: slices.Delete(slices.Clone(l.hooks), i, i+1)})
+	}
+}

@@ -1,0 +1,79 @@
+// Package pprofvars labels CPU profiles (and goroutine profiles) with the
+// values of chosen contextvars vars: a goroutine running in a
+// [contextvars.Context] carries runtime/pprof labels named for the vars,
+// set on entering the Run and restored on leaving it, so that `go tool pprof
+// -tagfocus tenant=acme` shows where one tenant's requests spend their CPU.
+//
+// It is a [contextvars.SwitchHook], registered once at start-up:
+//
+//	remove := contextvars.OnSwitch(pprofvars.Labels(tenant, route))
+//	defer remove()
+//
+// A program that registers no hook keeps its pprof labels as they are: the
+// contextvars package never touches them itself.
+package pprofvars
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"runtime/pprof"
+
+	"github.com/go-contextvars/contextvars"
+)
+
+// Labels returns a switch hook that sets the pprof labels of a goroutine
+// entering a context to the values the chosen vars have there (a var with
+// no value there gets no label), formatted with fmt's %v and named by the
+// vars' names; and, on leaving it, to the labels of the context it returns
+// to. Leaving a goroutine's outermost Run clears them: Go gives no way to
+// read the labels a goroutine had before, so labels the goroutine set
+// itself before its outermost Run (with pprof.SetGoroutineLabels) are not
+// restored; labels set with pprof.Do inside a Run are, by pprof.Do.
+//
+// The labels are those of the values at entry: a var set inside the Run
+// changes them at the next switch. Goroutines started inside a Run inherit
+// its labels, as pprof labels always are.
+//
+// Labels panics, with an error whose message starts "contextvars: ", if it
+// is given no var or a nil one.
+func Labels(keys ...contextvars.Key) contextvars.SwitchHook {
+	if len(keys) == 0 {
+		panic(errors.New("contextvars: pprofvars.Labels needs at least one var"))
+	}
+	for _, k := range keys {
+		if k == nil || isNilVar(k) {
+			panic(errors.New("contextvars: pprofvars.Labels given a nil var"))
+		}
+	}
+	keys = append([]contextvars.Key(nil), keys...)
+	return func(_, to *contextvars.Context) {
+		pprof.SetGoroutineLabels(labelsOf(to, keys))
+	}
+}
+
+// labelsOf returns a context.Context carrying the labels of keys' values in
+// c (none for a nil c).
+func labelsOf(c *contextvars.Context, keys []contextvars.Key) context.Context {
+	ctx := context.Background()
+	if c == nil {
+		return ctx
+	}
+	var kv []string
+	for _, k := range keys {
+		if v, ok := c.Get(k); ok {
+			kv = append(kv, k.Name(), fmt.Sprint(v))
+		}
+	}
+	if len(kv) == 0 {
+		return ctx
+	}
+	return pprof.WithLabels(ctx, pprof.Labels(kv...))
+}
+
+// isNilVar reports whether k is a nil *Var of some type.
+func isNilVar(k contextvars.Key) bool {
+	v := reflect.ValueOf(k)
+	return v.Kind() == reflect.Pointer && v.IsNil()
+}

@@ -1,0 +1,118 @@
+package pprofvars_test
+
+import (
+	"bytes"
+	"runtime/pprof"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/go-contextvars/contextvars"
+	"github.com/go-contextvars/contextvars/pprofvars"
+)
+
+var (
+	tenant = contextvars.NewVar[string]("tenant")
+	route  = contextvars.NewVar[string]("route")
+)
+
+// labelsOfBlocked returns the labels line of the goroutine profile entry
+// whose stack holds marker, with the goroutine parked in it.
+func labelsOfBlocked(t *testing.T, marker string) string {
+	t.Helper()
+	var buf bytes.Buffer
+	require.NoError(t, pprof.Lookup("goroutine").WriteTo(&buf, 1))
+	for _, entry := range strings.Split(buf.String(), "\n\n") {
+		if !strings.Contains(entry, marker) {
+			continue
+		}
+		for _, line := range strings.Split(entry, "\n") {
+			if strings.HasPrefix(line, "# labels: ") {
+				return strings.TrimPrefix(line, "# labels: ")
+			}
+		}
+		return ""
+	}
+	t.Fatalf("no goroutine parked in %s", marker)
+	return ""
+}
+
+// parkedWithLabels parks the calling goroutine until release is closed;
+// its name marks it in goroutine profiles.
+func parkedWithLabels(ready chan<- struct{}, release <-chan struct{}) {
+	ready <- struct{}{}
+	<-release
+}
+
+// parkedAfter parks a goroutine that has left its Runs.
+func parkedAfter(ready chan<- struct{}, release <-chan struct{}) {
+	ready <- struct{}{}
+	<-release
+}
+
+func TestLabels(t *testing.T) {
+	remove := contextvars.OnSwitch(pprofvars.Labels(tenant, route))
+	defer remove()
+	c := contextvars.New()
+	require.NoError(t, c.Run(func() error {
+		tenant.Set("acme")
+		return nil
+	}))
+	inRun, afterRun := make(chan struct{}), make(chan struct{})
+	release := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = c.Run(func() error {
+			nested := c.Copy()
+			return nested.Run(func() error {
+				parkedWithLabels(inRun, release)
+				return nil
+			})
+		})
+		parkedAfter(afterRun, release)
+	}()
+	<-inRun
+	assert.Equal(t, `{"tenant":"acme"}`, labelsOfBlocked(t, "parkedWithLabels"), "route has no value: no label")
+	release <- struct{}{}
+	<-afterRun
+	assert.Equal(t, "", labelsOfBlocked(t, "parkedAfter"), "leaving the outermost Run clears the labels")
+	close(release)
+	<-done
+
+	remove()
+	ready := make(chan struct{})
+	release = make(chan struct{})
+	done = make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = c.Run(func() error { parkedWithLabels(ready, release); return nil })
+	}()
+	<-ready
+	assert.Equal(t, "", labelsOfBlocked(t, "parkedWithLabels"), "no hook, no labels")
+	close(release)
+	<-done
+}
+
+func TestLabels_badInput(t *testing.T) {
+	assert.PanicsWithError(t, "contextvars: pprofvars.Labels needs at least one var", func() { pprofvars.Labels() })
+	var nilVar *contextvars.Var[int]
+	assert.PanicsWithError(t, "contextvars: pprofvars.Labels given a nil var", func() { pprofvars.Labels(tenant, nilVar) })
+}
+
+// Example labels CPU profiles by tenant: each request runs in a Run, and
+// its goroutine carries the label while it does.
+func Example() {
+	remove := contextvars.OnSwitch(pprofvars.Labels(tenant))
+	defer remove()
+
+	req := contextvars.New()
+	_ = req.Run(func() error { tenant.Set("acme"); return nil })
+	_ = req.Run(func() error {
+		// CPU samples taken here carry tenant=acme.
+		return nil
+	})
+	// Output:
+}
