@@ -17,7 +17,9 @@
 // goroutine) sees none of it. What one request sets is seen by no other.
 // The order of middleware does not matter, with one exception: a
 // middleware that runs after Handler has returned (logging the response,
-// say) no longer sees the vars it set before; put Handler outside it.
+// say) no longer sees the vars it set before; put Handler outside it. (A
+// test suite that turns on contextvars.ForbidImplicit makes such an outer
+// Set panic; there, put the middleware inside Handler.)
 //
 // The request's context.Context carries its Context too
 // (contextvars.WithContext), for code that runs in no context of its own: a
