@@ -202,9 +202,11 @@ func New(fields ...Field) *Propagator {
 }
 
 // SetErrorHandler makes p call handle with each error it meets from then
-// on: a baggage header that does not parse, a value that does not decode
-// for its var, a value that does not encode. handle may be called from many
-// goroutines at once; nil removes it.
+// on: a baggage header that does not parse or is over the limits, a value
+// that does not decode for its var, a value that does not encode, members
+// Inject dropped to stay within the limits ([ErrLimit]). handle may be
+// called from many goroutines at once; nil removes it. To send the errors
+// to OpenTelemetry's global error handler, pass otel.Handle.
 func (p *Propagator) SetErrorHandler(handle func(error)) {
 	if handle == nil {
 		p.onError.Store(nil)
