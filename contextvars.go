@@ -54,8 +54,23 @@
 // vars to goroutines the package does not start (errgroup,
 // sync.WaitGroup.Go, time.AfterFunc, worker pools), and [Pull] to the
 // goroutine behind iter.Pull. The subpackages httpvars (a Context per
-// net/http request) and slogvars (vars in every log/slog record) build on
-// them.
+// net/http request), slogvars (vars in every log/slog record) and
+// baggagevars (vars across services as W3C baggage) build on them, and
+// middleware of one's own can use [Merge] and [DropImplicit] as httpvars
+// does.
+//
+// Code sees the context it runs in. That is the one rule by which a
+// goroutine that has both a current context and a context.Context carrying
+// a *Context reads vars, and [LookupContext] is it: the current context
+// wins, and the *Context that a context.Context carries is used only by
+// code that runs in none (a plain go statement, http.TimeoutHandler's
+// goroutine, a time.AfterFunc callback without Wrap). So an errgroup task
+// run through WrapErr, which sets a var of its own, logs it and sends it
+// to the services it calls although the context.Context it is given
+// derives from the request's; and a goroutine inside some Run that is
+// handed another request's context.Context reports the context it runs
+// in, as Python code, which has no other place to look, always does. Every
+// integration reads vars through LookupContext.
 //
 // # Goroutines
 //
@@ -106,15 +121,20 @@
 // # Errors
 //
 // Errors returned by this package have messages that start "contextvars: "
-// and keep CPython's wording. Test for the cases with errors.Is and the
-// sentinels below. Calls that have no error result and are given a nil
+// and keep CPython's wording, naming a var by its name where CPython prints
+// a repr, and never an address, so that the logs of many requests group and
+// grep by message:
+//
+//	contextvars: token of var "user" was created in a different Context
+//
+// Test for the cases with errors.Is and the sentinels below. Calls that have no error result and are given a nil
 // *Var or a nil func panic with an error whose message starts
 // "contextvars: ".
 package contextvars
 
 import (
 	"errors"
-	"fmt"
+	"strconv"
 )
 
 var (
@@ -177,10 +197,14 @@ func errAlreadyEntered(c *Context) error {
 	return &cvError{ErrAlreadyEntered, "contextvars: cannot enter context: " + c.String() + " is already entered"}
 }
 
-// tokenError returns CPython's message for a refused Reset, wrapping
-// sentinel.
-func tokenError(sentinel error, t fmt.Stringer, what string) error {
-	return &cvError{sentinel, "contextvars: " + t.String() + " " + what}
+// tokenError returns the message for a refused Reset of a token of the var
+// named name, wrapping sentinel: CPython's wording, with the token named by
+// its var's name where CPython prints its repr. The message holds no
+// address, so that the logs of many requests group and grep by it:
+//
+//	contextvars: token of var "user" was created in a different Context
+func tokenError(sentinel error, name, what string) error {
+	return &cvError{sentinel, "contextvars: token of var " + strconv.Quote(name) + " " + what}
 }
 
 // errNilTokenf returns an error wrapping ErrNilToken that says what was nil.

@@ -12,10 +12,11 @@ import "context"
 // equal to it.
 type ctxKey struct{}
 
-// WithContext returns a copy of parent that carries c, for [FromContext] and
-// [RunFrom] to find. Cancellation, deadline and the other values of parent
-// are untouched. WithContext panics if parent is nil, as
-// context.WithValue does.
+// WithContext returns a copy of parent that carries c, for [FromContext],
+// [RunFrom] and [LookupContext] to find. Cancellation, deadline and the
+// other values of parent are untouched. WithContext panics if parent is
+// nil, as context.WithValue does, and if c is nil: a context.Context that
+// carried a nil *Context would only fail later, far from the mistake.
 //
 // The context.Context carries c itself, not a copy: a reader sees what the
 // goroutine running inside c has set so far. Code that runs on other
@@ -25,6 +26,9 @@ type ctxKey struct{}
 func WithContext(parent context.Context, c *Context) context.Context {
 	if parent == nil {
 		panic(errNilStdContext)
+	}
+	if c == nil {
+		panic(errNilContext)
 	}
 	return context.WithValue(parent, ctxKey{}, c)
 }
@@ -55,4 +59,37 @@ func RunFrom(ctx context.Context, fn func() error) error {
 		return ErrNoContext
 	}
 	return c.Copy().Run(fn)
+}
+
+// LookupContext returns the value of key for code that runs on the calling
+// goroutine and was handed ctx, ignoring the var's default: the one rule by
+// which every integration of this package (slogvars, baggagevars, httpvars)
+// reads vars.
+//
+// Code sees the context it runs in. If the calling goroutine runs in a
+// context (it is inside a [Context.Run], or holds an implicit context made
+// by a [Var.Set] outside any Run), LookupContext looks there, as [Lookup]
+// does, whatever ctx carries. Only if it runs in none (a goroutine started
+// with a plain go statement, the goroutine of http.TimeoutHandler, a
+// time.AfterFunc callback without [Wrap]) does it look in the *Context that
+// ctx carries ([WithContext]). The ok result is false if that place holds
+// no value for key, or if there is no such place.
+//
+// Why the context the code runs in wins over the one ctx carries: the two
+// differ only where the code has a context of its own, and then that
+// context is the more specific one. A task run by errgroup through
+// [WrapErr] gets a context.Context derived from the request's, which
+// carries the request's *Context, but runs in a copy in which it may have
+// set vars of its own (a task name); its logs and outgoing requests must
+// carry those. A goroutine inside some Run that is handed the
+// context.Context of another request (a batcher, a cache filling in for
+// many callers) likewise reports what it runs in, as Python code, which
+// has no other place to look, always does; to act for the other request,
+// run in a copy of its context with [RunFrom].
+func LookupContext(ctx context.Context, key Key) (any, bool) {
+	if c := current(); c != nil {
+		return c.Get(key)
+	}
+	c, _ := FromContext(ctx) // Get on a nil *Context finds nothing
+	return c.Get(key)
 }

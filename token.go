@@ -15,6 +15,7 @@ package contextvars
 
 import (
 	"fmt"
+	"strconv"
 	"sync/atomic"
 	"unsafe"
 )
@@ -105,28 +106,29 @@ func (t *Token[T]) bind(ctxID uint64, replaced *node) {
 // If t may not, it returns an error and leaves t unchanged.
 func (t *Token[T]) consume(v *Var[T]) (gs *gstate, hasOld bool, err error) {
 	if t == nil {
-		return nil, false, errNilTokenf(v.String() + ".Reset(nil)")
+		return nil, false, errNilTokenf("Reset(nil) of var " + strconv.Quote(v.Name()))
 	}
 	if t.b.leaf.key == nil {
 		return nil, false, errNilTokenf("zero Token was not returned by Var.Set")
 	}
 	ts := t.loadState()
 	if ts&tokenUsed != 0 {
-		return nil, false, tokenError(ErrTokenUsed, t, "has already been used once")
+		return nil, false, tokenError(ErrTokenUsed, t.varName(), "has already been used once")
 	}
 	if t.b.leaf.key != &v.c {
-		return nil, false, tokenError(ErrTokenVar, t, "was created by a different ContextVar")
+		return nil, false, tokenError(ErrTokenVar, t.varName(),
+			"was created by a different ContextVar (Reset of var "+strconv.Quote(v.Name())+")")
 	}
 	gs = state()
 	if gs == nil || gs.current == nil || gs.current.id() != ts&ctxIDMask {
-		return nil, false, tokenError(ErrTokenContext, t, "was created in a different Context")
+		return nil, false, tokenError(ErrTokenContext, t.varName(), "was created in a different Context")
 	}
 	// Only the goroutine whose current context is t's gets here, and a
 	// context is current for one goroutine at a time, so the swap cannot
 	// fail; it is a compare-and-swap so that a broken promise is an
 	// error, not a double reset.
 	if !atomic.CompareAndSwapUint64(t.stateWord(), ts, ts|tokenUsed) {
-		return nil, false, tokenError(ErrTokenUsed, t, "has already been used once")
+		return nil, false, tokenError(ErrTokenUsed, t.varName(), "has already been used once")
 	}
 	return gs, ts&tokenHasOld != 0, nil
 }
@@ -141,6 +143,10 @@ func (t *Token[T]) oldLeaf() *node { return &t.ob.leaf }
 // swapped atomically, and only the one Reset that consumes the token
 // changes it.
 func (t *Token[T]) stateWord() *uint64 { return &t.b.leaf.word }
+
+// varName returns the name of t's var, for error messages. t is a token
+// made by Set (consume refuses a zero one before it names it).
+func (t *Token[T]) varName() string { return t.b.leaf.key.name }
 
 // loadState returns t's state.
 func (t *Token[T]) loadState() uint64 { return atomic.LoadUint64(t.stateWord()) }

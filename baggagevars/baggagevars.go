@@ -14,40 +14,82 @@
 //	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(
 //		propagation.TraceContext{}, propagation.Baggage{}, p))
 //
-// On the client side, [Transport] adds the chosen vars of the caller's
-// context to outgoing requests; on the server side, [Handler] sets them in
-// the request's context before the handler runs. Members that other code put
-// in the baggage, through OpenTelemetry's baggage package, are kept in both
-// directions, and members this package extracts appear in
-// baggage.FromContext too. In a composite propagator, put a Propagator after
-// propagation.Baggage{}, whose Inject writes the header over: ours adds to
-// what it wrote.
+// On the client side, [Propagator.Transport] adds the chosen vars to
+// outgoing requests; on the server side, [Propagator.Handler], middleware
+// of the shape func(http.Handler) http.Handler, sets them in the request's
+// context before the handler runs. Both read and set vars by the rule of
+// contextvars.LookupContext: code sees the context it runs in (an errgroup
+// task run through contextvars.WrapErr sends its own vars), and the
+// contextvars.Context a context.Context carries is used only by code that
+// runs in none.
+//
+// Members that other code put in the baggage, through OpenTelemetry's
+// baggage package, are kept in both directions: Inject merges the baggage
+// header already in the carrier, the baggage of the context.Context and
+// the chosen vars; and members this package extracts appear in
+// baggage.FromContext too. In a composite propagator, put a Propagator
+// after propagation.Baggage{}, whose Inject writes the header over.
+//
+// # Limits
 //
 // The baggage header is parsed by OpenTelemetry (go.opentelemetry.io/otel/baggage),
-// with its limits (8192 bytes, 64 members). Bad input never stops a
-// request: a header that does not parse, in whole or in part, a value that
-// does not decode for its var's type — the vars concerned stay unset, and
-// the error goes to the Propagator's error hook ([Propagator.SetErrorHandler])
-// and is counted ([Propagator.Errors]).
+// whose receivers keep at most 64 members and drop a header of more than
+// 8192 bytes whole. Inject writes a header within those limits: the chosen
+// vars come first, and members the Propagator does not own are dropped
+// before any of them; a chosen var is dropped only if the chosen vars
+// alone do not fit. Extract reads no further than 8192 bytes of header,
+// however many header lines a request has.
+//
+// # Errors
+//
+// Bad input never stops a request, and nothing is dropped silently: a
+// header that does not parse, in whole or in part, a header over the
+// limits, a value that does not decode for its var's type, a value that
+// does not encode, members Inject dropped to stay within the limits — the
+// vars concerned stay unset or unsent, and the error goes to the
+// Propagator's error hook ([Propagator.SetErrorHandler]) and is counted
+// ([Propagator.Errors]); drops for the limits wrap [ErrLimit]. (The hook is
+// the Propagator's own rather than OpenTelemetry's global otel.Handle,
+// whose package would bring OpenTelemetry's metric and log APIs into every
+// program that uses this one; p.SetErrorHandler(otel.Handle) forwards to it.)
 package baggagevars
 
 import (
+	"cmp"
 	"context"
 	"encoding"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"sync/atomic"
 
 	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/go-contextvars/contextvars"
+	"github.com/go-contextvars/contextvars/httpvars"
 )
 
 // baggageHeader is the W3C Baggage header, which OpenTelemetry's Baggage
 // propagator also uses.
 const baggageHeader = "baggage"
+
+// The limits of W3C Baggage (https://www.w3.org/TR/baggage/#limits) that
+// OpenTelemetry's baggage.Parse and propagation.Baggage enforce on the
+// receiving side: a header (all its lines joined with commas) of more than
+// maxBytes is dropped whole, and members after the maxMembers-th are
+// dropped. A sender that exceeds them loses members at random, or all.
+const (
+	maxMembers = 64
+	maxBytes   = 8192
+)
+
+// ErrLimit is wrapped by the errors a [Propagator] reports for baggage over
+// the limits of W3C Baggage as OpenTelemetry enforces them (64 members,
+// 8192 bytes): a header Extract does not read, members Inject drops.
+var ErrLimit = errors.New("contextvars: baggagevars: baggage over the limits of 64 members and 8192 bytes")
 
 // A Field ties a var to the baggage key it travels under, and says how its
 // values are written as text and read back. Make one with [String], [Text]
@@ -56,9 +98,10 @@ type Field struct {
 	key string
 	v   contextvars.Key
 
-	// encode returns the value of the var in c (the caller's current
-	// context if c is nil) as text; ok is false if the var is not set.
-	encode func(c *contextvars.Context) (text string, ok bool, err error)
+	// encode returns the value of the var for code on the calling
+	// goroutine with ctx (contextvars.LookupContext) as text; ok is false
+	// if the var is not set.
+	encode func(ctx context.Context) (text string, ok bool, err error)
 	// decode reads text and returns a func that sets the var to it in
 	// the calling goroutine's current context.
 	decode func(text string) (set func(), err error)
@@ -113,18 +156,12 @@ func Func[T any](v *contextvars.Var[T], key string, encode func(T) (string, erro
 	return Field{
 		key: key,
 		v:   v,
-		encode: func(c *contextvars.Context) (string, bool, error) {
-			var x T
-			var ok bool
-			if c != nil {
-				x, ok = v.In(c)
-			} else if y, set := contextvars.Lookup(v); set {
-				x, _ = y.(T) // y is nil for a nil interface value
-				ok = true
-			}
+		encode: func(ctx context.Context) (string, bool, error) {
+			y, ok := contextvars.LookupContext(ctx, v)
 			if !ok {
 				return "", false, nil
 			}
+			x, _ := y.(T) // y is nil for a nil interface value
 			s, err := encode(x)
 			return s, err == nil, err
 		},
@@ -165,9 +202,11 @@ func New(fields ...Field) *Propagator {
 }
 
 // SetErrorHandler makes p call handle with each error it meets from then
-// on: a baggage header that does not parse, a value that does not decode
-// for its var, a value that does not encode. handle may be called from many
-// goroutines at once; nil removes it.
+// on: a baggage header that does not parse or is over the limits, a value
+// that does not decode for its var, a value that does not encode, members
+// Inject dropped to stay within the limits ([ErrLimit]). handle may be
+// called from many goroutines at once; nil removes it. To send the errors
+// to OpenTelemetry's global error handler, pass otel.Handle.
 func (p *Propagator) SetErrorHandler(handle func(error)) {
 	if handle == nil {
 		p.onError.Store(nil)
@@ -190,17 +229,23 @@ func (p *Propagator) report(err error) {
 // Fields returns the header Inject sets: baggage.
 func (p *Propagator) Fields() []string { return []string{baggageHeader} }
 
-// Inject adds the chosen vars that are set to the carrier's baggage: from
-// the contextvars.Context that ctx carries (contextvars.WithContext), or else
-// from the calling goroutine's current context. Members already in the
-// carrier's baggage header, and those of OpenTelemetry's baggage in ctx,
-// are kept; a member with one of the fields' keys is replaced by the var's
-// value.
+// Inject writes the carrier's baggage header: the chosen vars that are
+// set, for code on the calling goroutine with ctx (by the rule of
+// contextvars.LookupContext: from the goroutine's current context, or, if
+// it runs in none, from the contextvars.Context that ctx carries), merged
+// with the members already in the carrier's baggage header and those of
+// OpenTelemetry's baggage in ctx. A member of ctx's baggage replaces one of
+// the header with its key, as OpenTelemetry's own propagator would write
+// it; a chosen var that is set replaces both.
+//
+// The header stays within the limits receivers enforce (see the package
+// doc): the chosen vars are written first, in the order of p's fields, and
+// the other members after them, by key, as many as fit; those that do not
+// are dropped and reported ([ErrLimit]).
 func (p *Propagator) Inject(ctx context.Context, carrier propagation.TextMapCarrier) {
-	c, _ := contextvars.FromContext(ctx)
-	var members []baggage.Member
+	var ours []baggage.Member
 	for _, f := range p.fields {
-		s, ok, err := f.encode(c)
+		s, ok, err := f.encode(ctx)
 		if err != nil {
 			p.report(fmt.Errorf("contextvars: baggagevars: encoding %s: %w", f.key, err))
 		}
@@ -212,51 +257,154 @@ func (p *Propagator) Inject(ctx context.Context, carrier propagation.TextMapCarr
 			p.report(fmt.Errorf("contextvars: baggagevars: %s: %w", f.key, err))
 			continue
 		}
-		members = append(members, m)
+		ours = append(ours, m)
 	}
-	if len(members) == 0 {
-		return
-	}
-	// What is there already: the header another propagator wrote, else
-	// the baggage of ctx (which OpenTelemetry's propagator would write).
-	b := baggage.FromContext(ctx)
-	if h := carrier.Get(baggageHeader); h != "" {
-		if parsed, err := baggage.Parse(h); err == nil || parsed.Len() > 0 {
-			b = parsed
-		}
-	}
-	for _, m := range members {
-		next, err := b.SetMember(m)
+
+	// The others: the header already in the carrier (another
+	// propagator's, or one the caller forwards), then ctx's baggage over
+	// it, less the members the chosen vars replace.
+	others := map[string]baggage.Member{}
+	if h, within := readHeader(carrier); !within {
+		p.report(fmt.Errorf("%w: the carrier's baggage header, dropped", ErrLimit))
+	} else if h != "" {
+		b, err := baggage.Parse(h)
 		if err != nil {
-			p.report(fmt.Errorf("contextvars: baggagevars: %s: %w", m.Key(), err))
-			continue
+			p.report(fmt.Errorf("contextvars: baggagevars: the carrier's baggage header: %w", err))
 		}
-		b = next
+		for _, m := range b.Members() {
+			others[m.Key()] = m
+		}
 	}
-	if s := b.String(); s != "" {
-		carrier.Set(baggageHeader, s)
+	for _, m := range baggage.FromContext(ctx).Members() {
+		others[m.Key()] = m
 	}
+	for _, m := range ours {
+		delete(others, m.Key())
+	}
+	rest := make([]baggage.Member, 0, len(others))
+	for _, m := range others {
+		rest = append(rest, m)
+	}
+	slices.SortFunc(rest, func(a, b baggage.Member) int { return cmp.Compare(a.Key(), b.Key()) })
+
+	var w headerWriter
+	var dropped []string
+	for _, m := range ours {
+		if !w.add(m) {
+			dropped = append(dropped, m.Key())
+		}
+	}
+	droppedOurs := len(dropped)
+	for _, m := range rest {
+		if !w.add(m) {
+			dropped = append(dropped, m.Key())
+		}
+	}
+	if len(dropped) > 0 {
+		p.report(limitError(dropped, droppedOurs))
+	}
+	if w.n > 0 {
+		carrier.Set(baggageHeader, w.b.String())
+	}
+}
+
+// headerWriter writes a baggage header member by member, within the
+// limits.
+type headerWriter struct {
+	b strings.Builder
+	n int // members written
+}
+
+// add writes m and reports whether it fit within the limits. A member
+// OpenTelemetry cannot write (a key that is not a W3C token, which its
+// baggage package accepts in-process) is skipped as OpenTelemetry's own
+// propagator skips it, and counts as written.
+func (w *headerWriter) add(m baggage.Member) bool {
+	s := m.String()
+	if s == "" {
+		return true
+	}
+	size := len(s)
+	if w.n > 0 {
+		size++ // the comma before it
+	}
+	if w.n == maxMembers || w.b.Len()+size > maxBytes {
+		return false
+	}
+	if w.n > 0 {
+		w.b.WriteByte(',')
+	}
+	w.b.WriteString(s)
+	w.n++
+	return true
+}
+
+// limitError returns the error for the members Inject dropped: keys,
+// whose first nOurs are the keys of chosen vars. It names at most a few.
+func limitError(keys []string, nOurs int) error {
+	const named = 5
+	list := strings.Join(keys[:min(len(keys), named)], ", ")
+	if len(keys) > named {
+		list += fmt.Sprintf(" and %d more", len(keys)-named)
+	}
+	if nOurs == 0 {
+		return fmt.Errorf("%w: dropped %d members the Propagator does not own: %s", ErrLimit, len(keys), list)
+	}
+	return fmt.Errorf("%w: dropped %d members, %d of them chosen vars that do not fit even alone: %s",
+		ErrLimit, len(keys), nOurs, list)
+}
+
+// readHeader returns the carrier's baggage header, its lines joined with
+// commas (as OpenTelemetry's propagator reads a carrier that has
+// Values), and whether it is within maxBytes. It reads no further than
+// maxBytes, however many lines there are: a request can carry tens of
+// thousands within net/http's default limit of 1 MiB of headers.
+func readHeader(carrier propagation.TextMapCarrier) (header string, within bool) {
+	vg, ok := carrier.(propagation.ValuesGetter)
+	if !ok {
+		header = carrier.Get(baggageHeader)
+		return header, len(header) <= maxBytes
+	}
+	lines := vg.Values(baggageHeader)
+	if len(lines) == 1 {
+		return lines[0], len(lines[0]) <= maxBytes
+	}
+	var b strings.Builder
+	for i, line := range lines {
+		size := len(line)
+		if i > 0 {
+			size++
+		}
+		if b.Len()+size > maxBytes {
+			return "", false
+		}
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(line)
+	}
+	return b.String(), true
 }
 
 // extracted is the context.Context key of the setters Extract found.
 type extracted struct{}
 
 // Extract reads the carrier's baggage and returns a copy of ctx that holds
-// the values of the chosen vars found there, for [Apply] (or [Handler]) to
-// set, and whose OpenTelemetry baggage (baggage.FromContext) has the
-// carrier's members added. Extract sets no var itself: a propagator may run
-// on a goroutine other than the one that handles the request.
+// the values of the chosen vars found there, for [Apply] (or
+// [Propagator.Handler]) to set, and whose OpenTelemetry baggage
+// (baggage.FromContext) has the carrier's members added. Extract sets no
+// var itself: a propagator may run on a goroutine other than the one that
+// handles the request.
+//
+// A header over 8192 bytes, all its lines together, is not read at all (as
+// OpenTelemetry's propagator does not read it) and is reported
+// ([ErrLimit]); reading stops there, so the cost of Extract does not grow
+// with the number of header lines.
 func (p *Propagator) Extract(ctx context.Context, carrier propagation.TextMapCarrier) context.Context {
-	var header string
-	if vg, ok := carrier.(propagation.ValuesGetter); ok {
-		for i, v := range vg.Values(baggageHeader) {
-			if i > 0 {
-				header += ","
-			}
-			header += v
-		}
-	} else {
-		header = carrier.Get(baggageHeader)
+	header, within := readHeader(carrier)
+	if !within {
+		p.report(fmt.Errorf("%w: baggage header over %d bytes, not read", ErrLimit, maxBytes))
+		return ctx
 	}
 	if header == "" {
 		return ctx
@@ -285,9 +433,13 @@ func (p *Propagator) Extract(ctx context.Context, carrier propagation.TextMapCar
 	// Merge into ctx's OpenTelemetry baggage, the carrier's members
 	// winning, as OpenTelemetry's propagator would leave them.
 	merged := baggage.FromContext(ctx)
-	for _, m := range b.Members() {
-		if next, err := merged.SetMember(m); err == nil {
-			merged = next
+	if merged.Len() == 0 {
+		merged = b
+	} else {
+		for _, m := range b.Members() {
+			if next, err := merged.SetMember(m); err == nil {
+				merged = next
+			}
 		}
 	}
 	ctx = baggage.ContextWithBaggage(ctx, merged)
@@ -303,8 +455,8 @@ func (p *Propagator) Extract(ctx context.Context, carrier propagation.TextMapCar
 // Apply sets, in the calling goroutine's current context, the vars whose
 // values Extract found in ctx, and reports how many it set. Call it inside
 // the request's own context (a contextvars.Context.Run), never on a
-// goroutine that serves more than one request outside one: [Handler] does
-// it for you.
+// goroutine that serves more than one request outside one:
+// [Propagator.Handler] does it for you.
 func Apply(ctx context.Context) int {
 	sets, _ := ctx.Value(extracted{}).([]func())
 	for _, set := range sets {
@@ -313,38 +465,48 @@ func Apply(ctx context.Context) int {
 	return len(sets)
 }
 
-// Handler returns an http.Handler that extracts p's vars from each request's
-// baggage header and runs next with them set, in a new copy of the context
-// current when the request arrives — inside the httpvars middleware, the
-// request's own; the request's context.Context carries that copy
-// (contextvars.FromContext) and the extracted OpenTelemetry baggage.
+// Handler returns an http.Handler that serves each request with next in a
+// context of its own, as httpvars.Handler does (it is httpvars.Handler
+// around next), with the vars p extracts from the request's baggage header
+// set in it: a copy of the context current when Handler is called, with the
+// serving goroutine's context at the request's arrival over it, and the
+// baggage's vars over both. The request's context.Context carries that
+// context (contextvars.FromContext) and the extracted OpenTelemetry baggage.
+// Like httpvars.Handler, it drops what the serving goroutine set outside
+// any Run when the request ends.
+//
+// Handler has the shape of middleware, func(http.Handler) http.Handler (as
+// the method value p.Handler), and nests with httpvars.Handler in either
+// order.
 //
 // Handler panics if p or next is nil.
-func Handler(p *Propagator, next http.Handler) http.Handler {
+func (p *Propagator) Handler(next http.Handler) http.Handler {
 	if p == nil || next == nil {
-		panic(errors.New("contextvars: baggagevars.Handler: nil Propagator or http.Handler"))
+		panic(errors.New("contextvars: baggagevars: Propagator.Handler: nil Propagator or http.Handler"))
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return httpvars.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// httpvars runs this in the request's new context, which
+		// r.Context() carries.
 		ctx := p.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-		c := contextvars.CopyContext()
-		_ = c.Run(func() error { // c is new: Run cannot fail
-			Apply(ctx)
-			next.ServeHTTP(w, r.WithContext(contextvars.WithContext(ctx, c)))
-			return nil
-		})
-	})
+		Apply(ctx)
+		next.ServeHTTP(w, r.WithContext(ctx))
+	}))
 }
 
-// Transport returns an http.RoundTripper that adds p's vars to each
-// request's baggage header, from the contextvars.Context the request's
-// context.Context carries, or else from the calling goroutine's current
-// context (http.Client.Do calls RoundTrip on the caller's goroutine), and
-// sends it with base (http.DefaultTransport if base is nil).
+// Transport returns an http.RoundTripper that writes p's vars into each
+// request's baggage header ([Propagator.Inject]) and sends it with base
+// (http.DefaultTransport if base is nil). The vars are those of the code
+// that sends the request, by the rule of contextvars.LookupContext:
+// http.Client.Do calls RoundTrip on the caller's goroutine, so a request
+// sent from a goroutine that runs in a context (an errgroup task run
+// through contextvars.WrapErr) carries that context's vars, and one sent
+// from a goroutine that runs in none carries those of the
+// contextvars.Context its context.Context carries.
 //
 // Transport panics if p is nil.
-func Transport(p *Propagator, base http.RoundTripper) http.RoundTripper {
+func (p *Propagator) Transport(base http.RoundTripper) http.RoundTripper {
 	if p == nil {
-		panic(errors.New("contextvars: baggagevars.Transport: nil Propagator"))
+		panic(errors.New("contextvars: baggagevars: Propagator.Transport: nil Propagator"))
 	}
 	if base == nil {
 		base = http.DefaultTransport
@@ -352,7 +514,7 @@ func Transport(p *Propagator, base http.RoundTripper) http.RoundTripper {
 	return &transport{p: p, base: base}
 }
 
-// transport is what Transport returns.
+// transport is what Propagator.Transport returns.
 type transport struct {
 	p    *Propagator
 	base http.RoundTripper

@@ -137,7 +137,7 @@ func TestPropagator_otelInterop(t *testing.T) {
 // distinct values: every value arrives where it was sent and nowhere else.
 func TestHTTP_twoServices(t *testing.T) {
 	p := newPropagator()
-	b := httptest.NewServer(httpvars.Handler(baggagevars.Handler(p, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	b := httptest.NewServer(httpvars.Handler(p.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ten, _ := tenant.Get()
 		n, _ := attempt.Get()
 		_, hasSecret := secret.Get()
@@ -148,7 +148,7 @@ func TestHTTP_twoServices(t *testing.T) {
 	defer b.Close()
 	bTransport := &http.Transport{MaxConnsPerHost: 4}
 	defer bTransport.CloseIdleConnections()
-	toB := &http.Client{Transport: baggagevars.Transport(p, bTransport)}
+	toB := &http.Client{Transport: p.Transport(bTransport)}
 
 	a := httptest.NewServer(httpvars.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tenant.Set(r.URL.Query().Get("tenant"))
@@ -218,7 +218,7 @@ func TestHandler_hostileInput(t *testing.T) {
 			var mu sync.Mutex
 			p.SetErrorHandler(func(err error) { mu.Lock(); hooked = append(hooked, err); mu.Unlock() })
 			served := false
-			h := baggagevars.Handler(p, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := p.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				served = true
 				ten, _ := tenant.Get()
 				assert.Equal(t, tc.wantTenant, ten, "tenant")
@@ -253,9 +253,11 @@ func TestBadInput(t *testing.T) {
 		baggagevars.New(baggagevars.String(tenant, "k"), baggagevars.Func(attempt, "k", func(int) (string, error) { return "", nil }, strconv.Atoi))
 	})
 	assert.PanicsWithError(t, "contextvars: baggagevars.New: zero Field", func() { baggagevars.New(baggagevars.Field{}) })
-	assert.Panics(t, func() { baggagevars.Handler(nil, http.NotFoundHandler()) })
-	assert.Panics(t, func() { baggagevars.Transport(nil, nil) })
-	_, err := baggagevars.Transport(newPropagator(), nil).RoundTrip(nil)
+	var nilP *baggagevars.Propagator
+	assert.PanicsWithError(t, "contextvars: baggagevars: Propagator.Handler: nil Propagator or http.Handler", func() { nilP.Handler(http.NotFoundHandler()) })
+	assert.PanicsWithError(t, "contextvars: baggagevars: Propagator.Handler: nil Propagator or http.Handler", func() { newPropagator().Handler(nil) })
+	assert.PanicsWithError(t, "contextvars: baggagevars: Propagator.Transport: nil Propagator", func() { nilP.Transport(nil) })
+	_, err := newPropagator().Transport(nil).RoundTrip(nil)
 	assert.EqualError(t, err, "contextvars: baggagevars: nil *http.Request")
 
 	// A value that does not encode is reported, and not sent.

@@ -5,13 +5,33 @@
 //	service.Set("billing")                 // seen by every request
 //	http.ListenAndServe(addr, httpvars.Handler(mux))
 //
-// Each request runs in a new copy of the context that was current when
-// Handler was called: values set at start-up are seen by every request, and
-// what one request sets is seen by no other, even on the same keep-alive
-// connection (net/http serves a connection's requests on one goroutine).
+// A request runs in a new context made when it arrives: a copy of the
+// context that was current when Handler was called (the base: values set
+// at start-up are seen by every request), with what the serving goroutine
+// holds at arrival set over it. So middleware placed outside Handler, which
+// runs on net/http's goroutine before the request's context exists, may set
+// vars there (a request id read from a header) and the request sees them;
+// and when the request ends, what that goroutine set outside any Run is
+// dropped (contextvars.DropImplicit), so the next request on the same
+// keep-alive connection (net/http serves a connection's requests on one
+// goroutine) sees none of it. What one request sets is seen by no other.
+// The order of middleware does not matter, with one exception: a
+// middleware that runs after Handler has returned (logging the response,
+// say) no longer sees the vars it set before; put Handler outside it. (A
+// test suite that turns on contextvars.ForbidImplicit makes such an outer
+// Set panic; there, put the middleware inside Handler.)
+//
 // The request's context.Context carries its Context too
-// (contextvars.FromContext), so code that only gets r.Context() can reach
-// the request's vars, on other goroutines with contextvars.RunFrom.
+// (contextvars.WithContext), for code that runs in no context of its own: a
+// goroutine started with a plain go statement, the goroutine of
+// http.TimeoutHandler. Code reads vars by the rule of
+// contextvars.LookupContext: it sees the context it runs in, and the one
+// its context.Context carries only if it runs in none; contextvars.RunFrom
+// runs such code in a copy of the request's vars.
+//
+// baggagevars' Handler is this middleware with the request's baggage set
+// in the request's context: the two follow one rule, and nest in either
+// order.
 package httpvars
 
 import (
@@ -22,9 +42,11 @@ import (
 )
 
 // Handler returns an http.Handler that serves each request with next,
-// inside a new copy of the calling goroutine's current context, taken when
-// Handler is called; see the package doc. Handler has the shape of
-// middleware, func(http.Handler) http.Handler.
+// inside a new context made when the request arrives: a copy of the
+// calling goroutine's current context, taken when Handler is called, with
+// the serving goroutine's current context merged over it; see the package
+// doc. Handler has the shape of middleware, func(http.Handler)
+// http.Handler.
 //
 // Handler panics if next is nil.
 func Handler(next http.Handler) http.Handler {
@@ -36,14 +58,22 @@ func Handler(next http.Handler) http.Handler {
 
 // handler is what Handler returns.
 type handler struct {
-	base *contextvars.Context // never entered: each request runs in a copy
+	base *contextvars.Context // never entered: each request runs in a merge of it
 	next http.Handler
 }
 
-// ServeHTTP serves r with h.next inside a new copy of h.base, which
-// r.Context() carries.
+// ServeHTTP serves r with h.next inside a new context, h.base with the
+// serving goroutine's current context over it, which r.Context() carries.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	c := h.base.Copy()
+	if r.Context().Value(http.ServerContextKey) != nil {
+		// An http.Server serves r, on a goroutine of its own that will
+		// serve the connection's next request too: what middleware
+		// outside this one set there, outside any Run, belongs to r.
+		// (A request handed to ServeHTTP by other code, a test say, is
+		// served on that code's goroutine, whose vars stay its own.)
+		defer contextvars.DropImplicit()
+	}
+	c := contextvars.Merge(h.base, contextvars.CopyContext())
 	r = r.WithContext(contextvars.WithContext(r.Context(), c))
 	_ = c.Run(func() error { // c is new: Run cannot fail
 		h.next.ServeHTTP(w, r)

@@ -26,6 +26,7 @@ func TestMain(m *testing.M) {
 var (
 	service   = contextvars.NewVar[string]("service")
 	requestID = contextvars.NewVar[string]("request_id")
+	user      = contextvars.NewVar[string]("user")
 )
 
 // newServer starts a server whose handler reports, for each request, what
@@ -124,6 +125,88 @@ func TestHandler_panics(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	assert.Equal(t, "doomed", strings.TrimSpace(string(body)))
+}
+
+// TestHandler_middlewareOrder: an id middleware placed outside Handler sets
+// its vars on net/http's connection goroutine, outside any Run. Over one
+// keep-alive connection, 200 requests each see their own ids and never the
+// previous request's, and the values set where Handler was built; placed
+// inside, the same.
+func TestHandler_middlewareOrder(t *testing.T) {
+	// idMiddleware sets request_id from X-Request-Id, and user from
+	// X-User only when the request has one (every other request here), so
+	// that a user left over from the previous request would show.
+	idMiddleware := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			requestID.Set(r.Header.Get("X-Request-Id"))
+			if u := r.Header.Get("X-User"); u != "" {
+				user.Set(u)
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	report := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, _ := requestID.Get()
+		u, _ := user.Get()
+		svc, _ := service.Get()
+		c, _ := contextvars.FromContext(r.Context())
+		carried, _ := requestID.In(c)
+		fmt.Fprintf(w, "id=%s user=%s service=%s carried=%s", id, u, svc, carried)
+		user.Set("set-by-handler") // must not reach the next request either
+	})
+	cases := []struct {
+		name     string
+		chain    func(http.Handler) http.Handler
+		requests int
+	}{
+		{"id outside httpvars", func(h http.Handler) http.Handler { return idMiddleware(httpvars.Handler(h)) }, 200},
+		{"id inside httpvars", func(h http.Handler) http.Handler { return httpvars.Handler(idMiddleware(h)) }, 50},
+		{"id between two httpvars", func(h http.Handler) http.Handler {
+			return httpvars.Handler(idMiddleware(httpvars.Handler(h)))
+		}, 50},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var h http.Handler
+			require.NoError(t, contextvars.New().Run(func() error {
+				service.Set("billing")
+				h = tc.chain(report)
+				return nil
+			}))
+			srv := httptest.NewUnstartedServer(h)
+			var conns atomic.Int32
+			srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+				if s == http.StateNew {
+					conns.Add(1)
+				}
+			}
+			srv.Start()
+			defer srv.Close()
+			tr := &http.Transport{MaxConnsPerHost: 1}
+			defer tr.CloseIdleConnections()
+			client := &http.Client{Transport: tr}
+			for i := range tc.requests {
+				req, err := http.NewRequest("GET", srv.URL, nil)
+				require.NoError(t, err)
+				id, wantUser := fmt.Sprint("r-", i), ""
+				req.Header.Set("X-Request-Id", id)
+				if i%2 == 0 {
+					wantUser = fmt.Sprint("u-", i)
+					req.Header.Set("X-User", wantUser)
+				}
+				resp, err := client.Do(req)
+				require.NoError(t, err)
+				body, err := io.ReadAll(resp.Body)
+				require.NoError(t, err)
+				require.NoError(t, resp.Body.Close())
+				want := fmt.Sprintf("id=%s user=%s service=billing carried=%s", id, wantUser, id)
+				if !assert.Equal(t, want, string(body), "request %d", i) {
+					break
+				}
+			}
+			assert.Equal(t, int32(1), conns.Load(), "one keep-alive connection served them all")
+		})
+	}
 }
 
 func TestHandler_nil(t *testing.T) {

@@ -6,11 +6,15 @@
 //	...
 //	requestID.Set("r-42")
 //	logger.InfoContext(ctx, "served") // {"msg":"served","request_id":"r-42",...}
+//
+// The values are those of the context the logging code runs in; see
+// [Handler].
 package slogvars
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"reflect"
 
@@ -19,11 +23,18 @@ import (
 
 // Handler is a slog.Handler that adds, to each record it passes on, an
 // attribute for each of its vars that is set, named for the var
-// (contextvars.Key.Name). The values come from the contextvars.Context that
-// the record's context.Context carries (contextvars.WithContext; the
-// httpvars middleware puts one there), or, if it carries none, from the
-// logging goroutine's current context. A var that is not set there adds
-// nothing; its default is not logged, as in structlog.
+// (contextvars.Key.Name). The values are those of the code that logs, by
+// the rule of contextvars.LookupContext: code sees the context it runs in.
+// If the logging goroutine runs in a context (a request's, through the
+// httpvars middleware; an errgroup task's, through contextvars.WrapErr),
+// the values come from it, whatever the record's context.Context carries:
+// a task that set a var of its own logs it with InfoContext(gctx, ...) as
+// with Info(...). Only if the goroutine runs in none (a plain go statement,
+// http.TimeoutHandler's goroutine) do they come from the
+// contextvars.Context that the record's context.Context carries
+// (contextvars.WithContext; the httpvars middleware puts one in
+// r.Context()). A var that is not set there adds nothing; its default is
+// not logged, as in structlog.
 //
 // The attributes are added to the record, so a handler made by WithGroup
 // puts them in its group, as it does the record's own attributes.
@@ -35,15 +46,25 @@ type Handler struct {
 var _ slog.Handler = (*Handler)(nil)
 
 // NewHandler returns a Handler that passes records to next with the values
-// of vars added. It panics if next or a var is nil.
+// of vars added. It panics if next or a var is nil, if a var has an empty
+// name (a zero Var, or NewVar("")), which would make an attribute without
+// a key, or if two vars have one name, which would make two attributes
+// with one key.
 func NewHandler(next slog.Handler, vars ...contextvars.Key) *Handler {
 	if next == nil {
 		panic(errors.New("contextvars: slogvars.NewHandler: nil slog.Handler"))
 	}
+	names := make(map[string]bool, len(vars))
 	for _, v := range vars {
-		if v == nil || reflect.ValueOf(v).IsNil() { // a nil interface, or a nil *Var in one
+		switch {
+		case v == nil || reflect.ValueOf(v).IsNil(): // a nil interface, or a nil *Var in one
 			panic(errors.New("contextvars: slogvars.NewHandler: nil var"))
+		case v.Name() == "":
+			panic(errors.New("contextvars: slogvars.NewHandler: a var with an empty name; name it with contextvars.NewVar"))
+		case names[v.Name()]:
+			panic(fmt.Errorf("contextvars: slogvars.NewHandler: two vars named %q", v.Name()))
 		}
+		names[v.Name()] = true
 	}
 	return &Handler{next: next, vars: append([]contextvars.Key(nil), vars...)}
 }
@@ -55,16 +76,9 @@ func (h *Handler) Enabled(ctx context.Context, level slog.Level) bool {
 
 // Handle adds the values of h's vars that are set to r and passes it on.
 func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
-	c, inCtx := contextvars.FromContext(ctx)
 	cloned := false
 	for _, k := range h.vars {
-		var v any
-		var ok bool
-		if inCtx {
-			v, ok = c.Get(k)
-		} else {
-			v, ok = contextvars.Lookup(k)
-		}
+		v, ok := contextvars.LookupContext(ctx, k)
 		if !ok {
 			continue
 		}

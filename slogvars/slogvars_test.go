@@ -4,16 +4,23 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"sync"
 	"testing"
 	"testing/slogtest"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/go-contextvars/contextvars"
+	"github.com/go-contextvars/contextvars/httpvars"
 	"github.com/go-contextvars/contextvars/slogvars"
 )
 
@@ -73,13 +80,14 @@ func TestHandler_addsSetVars(t *testing.T) {
 		assert.Equal(t, "alice", m["user"])
 		assert.Equal(t, float64(200), m["status"], "the record's own attrs stay")
 
-		// A context.Context that carries a Context wins over the goroutine's.
+		// The context the code runs in wins over the one the record's
+		// context.Context carries (TestHandler_contextRule has the rest).
 		other := contextvars.New()
 		require.NoError(t, other.Run(func() error { requestID.Set("r-2"); attempt.Set(3); return nil }))
 		m = logLine(t, contextvars.WithContext(context.Background(), other), nil)
-		assert.Equal(t, "r-2", m["request_id"], "from the record's context.Context")
-		assert.Equal(t, float64(3), m["attempt"])
-		assert.NotContains(t, m, "user", "not set in the carried Context")
+		assert.Equal(t, "r-1", m["request_id"], "from the goroutine's current context")
+		assert.NotContains(t, m, "attempt", "not set in the goroutine's current context")
+		assert.Equal(t, "alice", m["user"])
 
 		// Groups qualify the added attrs as they do the record's.
 		m = logLine(t, context.Background(), func(l *slog.Logger) *slog.Logger { return l.With("svc", "billing").WithGroup("req") })
@@ -87,6 +95,118 @@ func TestHandler_addsSetVars(t *testing.T) {
 		assert.Equal(t, map[string]any{"request_id": "r-1", "user": "alice", "status": float64(200)}, m["req"])
 		return nil
 	}))
+}
+
+// TestHandler_contextRule checks the rule of contextvars.LookupContext in
+// the places a new Go service meets it: code sees the context it runs in,
+// and the Context a context.Context carries only where it runs in none.
+func TestHandler_contextRule(t *testing.T) {
+	task := contextvars.NewVar[string]("task")
+	var buf syncBuffer
+	logger := slog.New(slogvars.NewHandler(slog.NewJSONHandler(&buf, &slog.HandlerOptions{ReplaceAttr: dropTime}), requestID, user, task))
+
+	// A request's context, as the httpvars middleware makes it and puts it
+	// in r.Context().
+	req := contextvars.New()
+	require.NoError(t, req.Run(func() error { requestID.Set("r-1"); user.Set("alice"); return nil }))
+	reqCtx := contextvars.WithContext(context.Background(), req)
+
+	t.Run("errgroup task through WrapErr", func(t *testing.T) {
+		buf.Reset()
+		require.NoError(t, req.Copy().Run(func() error { // the request's goroutine
+			g, gctx := errgroup.WithContext(reqCtx)
+			for _, name := range []string{"stock", "price"} {
+				g.Go(contextvars.WrapErr(func() error {
+					defer task.Set(name).Reset()
+					logger.InfoContext(gctx, "with gctx")
+					logger.Info("without")
+					return nil
+				}))
+			}
+			return g.Wait()
+		}))
+		lines := buf.lines(t)
+		require.Len(t, lines, 4)
+		tasks := map[string]int{}
+		for _, m := range lines {
+			assert.Equal(t, "r-1", m["request_id"], "the request's vars reach the task: %v", m)
+			tasks[fmt.Sprint(m["task"])]++
+		}
+		assert.Equal(t, map[string]int{"stock": 2, "price": 2}, tasks,
+			"each task's own var, in its InfoContext(gctx) lines as in its Info lines")
+	})
+	t.Run("plain goroutine given only ctx", func(t *testing.T) {
+		buf.Reset()
+		done := make(chan struct{})
+		go func() { defer close(done); logger.InfoContext(reqCtx, "callback") }()
+		<-done
+		m := buf.lines(t)[0]
+		assert.Equal(t, "r-1", m["request_id"], "it runs in none: the ctx's Context")
+		assert.Equal(t, "alice", m["user"])
+	})
+	t.Run("http.TimeoutHandler's goroutine", func(t *testing.T) {
+		buf.Reset()
+		h := httpvars.Handler(http.TimeoutHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			logger.InfoContext(r.Context(), "inside TimeoutHandler")
+		}), time.Minute, "timeout"))
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			requestID.Set(r.Header.Get("X-Request-Id")) // an id middleware outside httpvars
+			h.ServeHTTP(w, r)
+		}))
+		defer srv.Close()
+		req, err := http.NewRequest("GET", srv.URL, nil)
+		require.NoError(t, err)
+		req.Header.Set("X-Request-Id", "r-9")
+		resp, err := srv.Client().Do(req)
+		require.NoError(t, err)
+		require.NoError(t, resp.Body.Close())
+		srv.Client().CloseIdleConnections()
+		m := buf.lines(t)[0]
+		assert.Equal(t, "r-9", m["request_id"], "TimeoutHandler's goroutine runs in none: r.Context()'s Context")
+	})
+	t.Run("goroutine in a Run, handed another request's ctx", func(t *testing.T) {
+		buf.Reset()
+		require.NoError(t, contextvars.New().Run(func() error {
+			requestID.Set("batcher")
+			logger.InfoContext(reqCtx, "batch")
+			return nil
+		}))
+		m := buf.lines(t)[0]
+		assert.Equal(t, "batcher", m["request_id"], "the context it runs in wins")
+		assert.NotContains(t, m, "user", "nothing of the other request's")
+	})
+}
+
+// syncBuffer is a bytes.Buffer for log lines written from many goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.Reset()
+}
+
+// lines returns the JSON log lines written so far, decoded.
+func (b *syncBuffer) lines(t *testing.T) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var ms []map[string]any
+	for _, line := range bytes.Split(bytes.TrimSpace(b.buf.Bytes()), []byte{'\n'}) {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(line, &m), "%s", line)
+		ms = append(ms, m)
+	}
+	return ms
 }
 
 func TestNewHandler_nil(t *testing.T) {
@@ -97,6 +217,14 @@ func TestNewHandler_nil(t *testing.T) {
 	})
 	assert.PanicsWithError(t, "contextvars: slogvars.NewHandler: nil var", func() {
 		slogvars.NewHandler(slog.NewJSONHandler(io.Discard, nil), nil)
+	})
+	// A zero Var would log under an empty key; two vars of one name under
+	// one key twice.
+	assert.PanicsWithError(t, "contextvars: slogvars.NewHandler: a var with an empty name; name it with contextvars.NewVar", func() {
+		slogvars.NewHandler(slog.NewJSONHandler(io.Discard, nil), new(contextvars.Var[int]))
+	})
+	assert.PanicsWithError(t, `contextvars: slogvars.NewHandler: two vars named "user"`, func() {
+		slogvars.NewHandler(slog.NewJSONHandler(io.Discard, nil), user, contextvars.NewVar[int]("user"))
 	})
 }
 

@@ -1,18 +1,25 @@
-// Command httpserver shows contextvars in a net/http server: the httpvars
-// middleware runs each request in a context of its own, the slogvars
-// handler puts the request's vars in every log line, and the vars follow
-// the request into goroutines started with contextvars.Go and into a worker
-// pool through contextvars.Wrap.
+// Command httpserver is a Go service built on contextvars, the one the
+// README opens with: an "orders" service whose requests get an order id
+// from a middleware, log JSON lines that carry the request's vars (slogvars),
+// fan out to errgroup tasks that each set a var of their own (WrapErr), and
+// call an "inventory" service, which receives the vars as W3C baggage
+// (baggagevars) and logs them too.
 //
-// It starts a server on a free loopback port, sends three concurrent
-// requests with request ids, prints the server's JSON log lines, and shuts
-// down by itself:
+// It starts both services on free loopback ports, places two orders at
+// once, prints the services' log lines, and shuts down by itself:
 //
 //	go run ./examples/httpserver
+//
+// The rule every line follows: code sees the context it runs in. A task
+// logs and sends its own task var, though the context.Context it is given
+// (gctx) derives from the request's; only code that runs in no context of
+// its own (a plain go statement, http.TimeoutHandler) falls back on the
+// contextvars.Context that r.Context() carries.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,19 +28,24 @@ import (
 	"os"
 	"sync"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/go-contextvars/contextvars"
+	"github.com/go-contextvars/contextvars/baggagevars"
 	"github.com/go-contextvars/contextvars/httpvars"
 	"github.com/go-contextvars/contextvars/slogvars"
 )
 
-// requestID and user are set per request.
+// The vars: set per request (order_id), per task (task), and once per
+// service, at start-up (service).
 var (
-	requestID = contextvars.NewVar[string]("request_id")
-	user      = contextvars.NewVar[string]("user")
+	orderID = contextvars.NewVar[string]("order_id")
+	task    = contextvars.NewVar[string]("task")
+	service = contextvars.NewVar[string]("service")
 )
 
-// service is set once, at start-up, in the main goroutine's context.
-var service = contextvars.NewVar[string]("service")
+// propagator sends order_id and task to the services a request calls.
+var propagator = baggagevars.New(baggagevars.String(orderID, "order.id"), baggagevars.String(task, "task"))
 
 func main() {
 	if err := run(os.Stdout); err != nil {
@@ -42,97 +54,143 @@ func main() {
 	}
 }
 
-// run does what the command does, writing the log lines to out.
-func run(out io.Writer) error {
-	logger := slog.New(slogvars.NewHandler(
-		slog.NewJSONHandler(out, &slog.HandlerOptions{ReplaceAttr: dropTime}),
-		service, requestID, user))
-
-	// A worker pool whose goroutines exist before any request: without
-	// Wrap, the jobs would run in the workers' empty contexts.
-	jobs := make(chan func())
-	var workers sync.WaitGroup
-	for range 2 {
-		workers.Go(func() {
-			for job := range jobs {
-				job()
-			}
-		})
-	}
-
-	var handler http.Handler
-	_ = contextvars.New().Run(func() error {
-		service.Set("demo") // set at start-up: every request sees it
-		handler = httpvars.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			requestID.Set(r.Header.Get("X-Request-Id"))
-			user.Set(r.URL.Query().Get("user"))
-			logger.InfoContext(r.Context(), "handling request")
-
-			var wg sync.WaitGroup
-			wg.Add(2)
-			contextvars.Go(func() {
-				defer wg.Done()
-				logger.Info("fanned out with contextvars.Go")
-			})
-			jobs <- contextvars.Wrap(func() {
-				defer wg.Done()
-				logger.Info("run by a worker pool through contextvars.Wrap")
-			})
-			wg.Wait()
-			name, _ := user.Get()
-			fmt.Fprintln(w, "hello,", name)
-		}))
-		return nil
+// withOrderID is an id middleware, placed outside httpvars.Handler: it sets
+// order_id on net/http's goroutine before the request's context exists, and
+// the request sees it (and the next request on the connection does not).
+func withOrderID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		orderID.Set(r.Header.Get("X-Order-Id"))
+		next.ServeHTTP(w, r)
 	})
+}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// orders handles an order: two tasks at once, each with its own task var,
+// each calling inventory through client.
+func orders(log *slog.Logger, client *http.Client, inventoryURL string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		log.InfoContext(r.Context(), "order received")
+		g, gctx := errgroup.WithContext(r.Context())
+		for _, name := range []string{"reserve", "price"} {
+			g.Go(contextvars.WrapErr(func() error { // runs in a copy of the request's vars
+				defer task.Set(name).Reset() // ... and sets its own
+				log.InfoContext(gctx, "task started")
+				req, err := http.NewRequestWithContext(gctx, "GET", inventoryURL, nil)
+				if err != nil {
+					return err
+				}
+				resp, err := client.Do(req) // baggage: order.id=o-1,task=reserve
+				if err != nil {
+					return err
+				}
+				return resp.Body.Close()
+			}))
+		}
+		if err := g.Wait(); err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		log.InfoContext(r.Context(), "order done")
+	})
+}
+
+// inventory answers the calls of orders' tasks; the baggage's vars are set
+// in its requests.
+func inventory(log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		log.InfoContext(r.Context(), "stock checked")
+	})
+}
+
+// run starts both services, places two orders at once, and writes the log
+// lines to out.
+func run(out io.Writer) error {
+	var mu sync.Mutex // the services log from many goroutines
+	log := slog.New(slogvars.NewHandler(
+		slog.NewJSONHandler(lockedWriter{&mu, out}, &slog.HandlerOptions{ReplaceAttr: dropTime}),
+		service, orderID, task))
+
+	outgoing := &http.Transport{}
+	defer outgoing.CloseIdleConnections()
+	client := &http.Client{Transport: propagator.Transport(outgoing)}
+
+	inventoryURL, stopInventory, err := serve("inventory", func() http.Handler {
+		return propagator.Handler(inventory(log))
+	})
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: handler}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	logger.Info("listening", "addr", ln.Addr().String())
-
-	client := &http.Client{Transport: &http.Transport{}}
-	var requests sync.WaitGroup
-	errs := make(chan error, 3)
-	for i, name := range []string{"alice", "bob", "carol"} {
-		requests.Go(func() {
-			req, err := http.NewRequest("GET", "http://"+ln.Addr().String()+"/?user="+name, nil)
-			if err != nil {
-				errs <- err
-				return
-			}
-			req.Header.Set("X-Request-Id", fmt.Sprint("req-", i+1))
-			resp, err := client.Do(req)
-			if err != nil {
-				errs <- err
-				return
-			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			errs <- resp.Body.Close()
-		})
-	}
-	requests.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-
-	client.CloseIdleConnections()
-	if err := srv.Shutdown(context.Background()); err != nil {
+	defer stopInventory()
+	ordersURL, stopOrders, err := serve("orders", func() http.Handler {
+		return withOrderID(httpvars.Handler(orders(log, client, inventoryURL)))
+	})
+	if err != nil {
 		return err
 	}
-	if err := <-served; err != http.ErrServerClosed {
+	defer stopOrders()
+
+	incoming := &http.Transport{}
+	defer incoming.CloseIdleConnections()
+	customer := &http.Client{Transport: incoming}
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range errs {
+		wg.Go(func() { errs[i] = placeOrder(customer, ordersURL, fmt.Sprint("o-", i+1)) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// placeOrder sends an order with its id to the orders service.
+func placeOrder(client *http.Client, url, id string) error {
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
 		return err
 	}
-	close(jobs)
-	workers.Wait()
-	logger.Info("shut down")
+	req.Header.Set("X-Order-Id", id)
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("order %s: %s: %s", id, resp.Status, body)
+	}
 	return nil
+}
+
+// serve starts the service named name on a free loopback port, and
+// returns its URL and a func that shuts it down. The handler is built in a
+// context where the service var is name: the middleware's base, so every
+// request sees it.
+func serve(name string, build func() http.Handler) (url string, stop func(), err error) {
+	h, err := contextvars.Call(contextvars.New(), func() (http.Handler, error) {
+		service.Set(name)
+		return build(), nil
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: h}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String(), func() { _ = srv.Shutdown(context.Background()); <-done }, nil
+}
+
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // dropTime leaves the time out of the log lines, so that runs compare.

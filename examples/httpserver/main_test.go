@@ -11,39 +11,33 @@ import (
 	"go.uber.org/goleak"
 )
 
-// TestRun runs the demo and checks its log: every line logged for a
-// request, by the handler, by a goroutine started with Go and by a worker
-// pool through Wrap, carries that request's id and user, and the service
-// set at start-up; the lines outside requests carry none.
+// TestRun runs the demo and checks its log: every line carries its
+// service, set at start-up, and its order's id, set by a middleware
+// outside httpvars; each task's lines, logged with InfoContext(gctx), carry
+// the task's own var; and inventory logs the order and task that each
+// task's call carried as baggage.
 func TestRun(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	var out bytes.Buffer
 	require.NoError(t, run(&out))
 	t.Log("\n" + out.String())
 
-	users := map[string]string{"req-1": "alice", "req-2": "bob", "req-3": "carol"}
-	perRequest := map[string][]string{}
-	var outside []string
+	var got []string
 	for _, line := range bytes.Split(bytes.TrimSpace(out.Bytes()), []byte{'\n'}) {
 		var m map[string]any
 		require.NoError(t, json.Unmarshal(line, &m), "a JSON log line: %s", line)
-		msg := fmt.Sprint(m["msg"])
-		id, ok := m["request_id"].(string)
-		if !ok {
-			outside = append(outside, msg)
-			assert.NotContains(t, m, "user", "%s", line)
-			continue
+		got = append(got, fmt.Sprintf("%v %v %v %v", m["service"], m["msg"], m["order_id"], m["task"]))
+	}
+	var want []string
+	for _, id := range []string{"o-1", "o-2"} {
+		want = append(want,
+			"orders order received "+id+" <nil>",
+			"orders order done "+id+" <nil>")
+		for _, task := range []string{"reserve", "price"} {
+			want = append(want,
+				"orders task started "+id+" "+task,
+				"inventory stock checked "+id+" "+task)
 		}
-		assert.Equal(t, users[id], m["user"], "the user of %s: %s", id, line)
-		assert.Equal(t, "demo", m["service"], "%s", line)
-		perRequest[id] = append(perRequest[id], msg)
 	}
-	assert.ElementsMatch(t, []string{"listening", "shut down"}, outside)
-	for id := range users {
-		assert.ElementsMatch(t, []string{
-			"handling request",
-			"fanned out with contextvars.Go",
-			"run by a worker pool through contextvars.Wrap",
-		}, perRequest[id], "the lines of %s", id)
-	}
+	assert.ElementsMatch(t, want, got, "service, message, order_id and task of each line")
 }

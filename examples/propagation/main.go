@@ -59,7 +59,7 @@ func run(out io.Writer) error {
 	p := baggagevars.New(baggagevars.String(tenant, "tenant"), baggagevars.String(user, "user"))
 
 	// Service B: sets the chosen vars from the baggage, then reports.
-	bURL, stopB, err := serve(httpvars.Handler(baggagevars.Handler(p, http.HandlerFunc(
+	bURL, stopB, err := serve(httpvars.Handler(p.Handler(http.HandlerFunc(
 		func(w http.ResponseWriter, r *http.Request) {
 			t, _ := tenant.Get()
 			u, _ := user.Get()
@@ -84,7 +84,7 @@ func run(out io.Writer) error {
 	// client whose transport adds the chosen vars.
 	toBTransport := &http.Transport{}
 	defer toBTransport.CloseIdleConnections()
-	toB := &http.Client{Transport: baggagevars.Transport(p, toBTransport)}
+	toB := &http.Client{Transport: p.Transport(toBTransport)}
 	aURL, stopA, err := serve(httpvars.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tenant.Set(r.URL.Query().Get("tenant"))
 		user.Set(r.URL.Query().Get("user"))
