@@ -104,7 +104,7 @@ func (s *testService) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) 
 	if s.next != nil {
 		user.Set(got.User + "+A") // set in this service: sent on
 		note.Set("A's note")      // not chosen: not sent on
-		resp, err := s.next.UnaryCall(ctx, request("next-" + got.RequestID))
+		resp, err := s.next.UnaryCall(ctx, request("next-"+got.RequestID))
 		if err != nil {
 			return nil, err
 		}
