@@ -143,8 +143,8 @@ func TestScale(t *testing.T) {
 		maxImplicit.Store(0)
 		sweeps := registrySweeps()
 		reg.sweepMu.Lock()
-		traceMax, traceAll := reg.tracebackMax, reg.tracebackTotal
-		reg.tracebackMax = 0
+		traceMax, traceAll, sweepMax := reg.tracebackMax, reg.tracebackTotal, reg.sweepMax
+		reg.tracebackMax, reg.sweepMax = 0, 0
 		reg.sweepMu.Unlock()
 		solo := soloTraceback()
 		before := pauses()
@@ -156,13 +156,15 @@ func TestScale(t *testing.T) {
 		}
 		reg.sweepMu.Lock()
 		r.traceMax, r.traceAll = reg.tracebackMax, reg.tracebackTotal-traceAll
-		reg.tracebackMax = max(traceMax, reg.tracebackMax)
+		longestSweep := reg.sweepMax
+		reg.tracebackMax, reg.sweepMax = max(traceMax, reg.tracebackMax), max(sweepMax, reg.sweepMax)
 		reg.sweepMu.Unlock()
 		// The bound of sweep.go: 2 × the peak of goroutines, plus
 		// minSweep, plus the implicit contexts made within one pacing
-		// interval (sweepPace × the longest pause, at the churn's mean
-		// rate, doubled for its swings), plus the churn's 64 at a time.
-		interval := sweepPace * r.traceMax
+		// interval (sweepPace × the longest pause) and during the
+		// longest sweep, at the churn's mean rate doubled for its
+		// swings, plus the churn's 64 at a time.
+		interval := sweepPace*r.traceMax + longestSweep
 		r.bound = 2*int64(idleN+64+16) + minSweep + 64 + 2*int64(float64(n)*float64(interval)/float64(wall))
 		return r
 	}

@@ -93,6 +93,11 @@ type sweeper struct {
 	sweeps                       uint64
 	dropped                      uint64
 	tracebackMax, tracebackTotal time.Duration
+
+	// sweepMax is the longest time a sweep took from listing its
+	// candidates to its last drop (for the scale test's bound: entries
+	// made meanwhile wait for the next sweep).
+	sweepMax time.Duration
 }
 
 // maybeSweep checks whether a sweep is due and sweeps if so; see the file
@@ -174,6 +179,7 @@ func (r *registry) onTimer() {
 // held. bubbled reports that the calling goroutine is in a synctest bubble,
 // where the clock does not measure the pause.
 func (r *registry) sweepLocked(bubbled bool) bool {
+	began := time.Now()
 	// The candidates, taken before the listing.
 	cands := make(map[uint64]*gstate)
 	owners := make(map[*gstate]uint64)
@@ -208,6 +214,9 @@ func (r *registry) sweepLocked(bubbled bool) bool {
 	r.sweepAt.Store(max(minSweep, 2*r.kept))
 	r.sweeps++
 	r.dropped += uint64(dropped)
+	if !bubbled {
+		r.sweepMax = max(r.sweepMax, time.Since(began))
+	}
 	return true
 }
 
