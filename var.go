@@ -142,7 +142,7 @@ func (v *Var[T]) current() *node {
 // holds already changes the trie in place and allocates nothing more, if the
 // context has not been copied or iterated since it last changed that part
 // of the trie; otherwise, and for a var new to the context, Set copies the
-// trie nodes it changes, one per level of the path (see hamt.go).
+// trie nodes it changes, one per level of the path.
 func (v *Var[T]) Set(value T) *Token[T] {
 	if v == nil {
 		panic(errNilVar)
