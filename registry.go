@@ -99,6 +99,13 @@ type registry struct {
 type bucket struct {
 	head atomic.Pointer[gstate] // read without a lock; stored with mu held
 	mu   sync.Mutex             // held to push or unlink a state
+
+	// top is at least the highest id that ever claimed a state here. A
+	// goroutine with a higher id has no state in the chain, so its first
+	// lookup need not walk it: goroutine ids only grow, so that is every
+	// new goroutine's. Only a goroutine looks up its own id, and it raises
+	// top before it claims, so program order makes the test exact for it.
+	top atomic.Uint64
 }
 
 // bucketOf returns the home bucket of goroutine id. Goroutine ids are dense
@@ -124,7 +131,11 @@ func (r *registry) atHome(id uint64) *gstate {
 //
 //go:noinline
 func (r *registry) lookupSlow(id uint64) *gstate {
-	gs := r.bucketOf(id).head.Load()
+	b := r.bucketOf(id)
+	if id > b.top.Load() {
+		return nil // never claimed here: see bucket.top
+	}
+	gs := b.head.Load()
 	if gs == nil {
 		return nil
 	}
@@ -158,6 +169,9 @@ func (r *registry) acquire(id uint64, implicit bool) *gstate {
 // seldom free, as frees unlink them, and walking a long chain of other
 // goroutines' states would cost a cache miss each.)
 func (b *bucket) claim(owner uint64) *gstate {
+	id := owner & ownerIDMask
+	for t := b.top.Load(); id > t && !b.top.CompareAndSwap(t, id); t = b.top.Load() {
+	}
 	if gs := b.head.Load(); gs != nil && atomic.CompareAndSwapUint64(&gs.owner, 0, owner) {
 		return gs
 	}

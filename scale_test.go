@@ -101,6 +101,16 @@ type scaleResult struct {
 	traceMax, traceAll time.Duration
 	solo               time.Duration // one runtime.Stack(all) of the same goroutines, alone
 	maxImplicit, bound int64
+	gc, baseGC         uint64 // collections during the churn, with and without the package
+}
+
+// gcCycles reads the number of completed collections. With 100,000 idle
+// goroutines each cycle scans every stack, so the cycles a churn triggers
+// explain much of its wall time.
+func gcCycles() uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }
 
 // soloTraceback times one runtime.Stack of all goroutines, as a sweep
@@ -137,7 +147,9 @@ func TestScale(t *testing.T) {
 		stop := idle(idleN)
 		defer stop()
 		runtime.GC()
+		gc0 := gcCycles()
 		baseline := churn(n, goStatement, plain)
+		baseGC := gcCycles() - gc0
 		sweepNow()
 		runtime.GC()
 		maxImplicit.Store(0)
@@ -148,8 +160,10 @@ func TestScale(t *testing.T) {
 		reg.sweepMu.Unlock()
 		solo := soloTraceback()
 		before := pauses()
+		gc0 = gcCycles()
 		wall := churn(n, start, func(i int) { work(i); observe() })
 		r := scaleResult{
+			gc: gcCycles() - gc0, baseGC: baseGC,
 			name: name, idle: idleN, goroutines: n, wall: wall, baseline: baseline,
 			pauses: pausesSince(before), sweeps: registrySweeps() - sweeps,
 			solo: solo, maxImplicit: maxImplicit.Load(),
@@ -198,12 +212,12 @@ func TestScale(t *testing.T) {
 	sweepNow()
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n| scenario | idle | goroutines | wall | without the package | ratio | non-GC pauses | longest | paused in all | share of wall | sweeps | longest traceback | tracebacks in all | solo traceback | most implicit entries (bound) |\n")
-	fmt.Fprintf(&b, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	fmt.Fprintf(&b, "\n| scenario | idle | goroutines | wall | without the package | ratio | GC cycles (without) | non-GC pauses | longest | paused in all | share of wall | sweeps | longest traceback | tracebacks in all | solo traceback | most implicit entries (bound) |\n")
+	fmt.Fprintf(&b, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range results {
-		fmt.Fprintf(&b, "| %s | %d | %d | %v | %v | %.2fx | %d | ≤ %v | %v | %.1f%% | %d | %v | %v | %v | %d (%d) |\n",
+		fmt.Fprintf(&b, "| %s | %d | %d | %v | %v | %.2fx | %d (%d) | %d | ≤ %v | %v | %.1f%% | %d | %v | %v | %v | %d (%d) |\n",
 			r.name, r.idle, r.goroutines, r.wall.Round(time.Millisecond), r.baseline.Round(time.Millisecond),
-			float64(r.wall)/float64(r.baseline), r.pauses.n, r.pauses.max, r.pauses.total.Round(10*time.Microsecond),
+			float64(r.wall)/float64(r.baseline), r.gc, r.baseGC, r.pauses.n, r.pauses.max, r.pauses.total.Round(10*time.Microsecond),
 			100*float64(r.pauses.total)/float64(r.wall), r.sweeps, r.traceMax.Round(10*time.Microsecond),
 			r.traceAll.Round(10*time.Microsecond), r.solo.Round(10*time.Microsecond), r.maxImplicit, r.bound)
 	}
