@@ -121,7 +121,7 @@ func (c *Context) claim(gs *gstate) uint64 {
 func (c *Context) release(e uint64) { c.edit.Store(e) }
 
 // freeze ends c's edit tag, if it has one, so that no node of c's trie
-// changes after it: every snapshot calls it before loading the root. Any
+// changes after it: every snapshot calls it after loading the root. Any
 // goroutine may call it; if c's owner is in the middle of a write, freeze
 // waits for the write to end (a few dozen instructions, see Var.Set).
 func (c *Context) freeze() {
@@ -159,8 +159,8 @@ func (c *Context) put(gs *gstate, l *node) (replaced *node) {
 //go:noinline
 func (c *Context) putSlow(gs *gstate, root, l *node) (replaced *node) {
 	e := c.claim(gs)
-	root, replaced = root.assoc(l, e)
-	gs.setRoot(root)
+	newRoot, replaced := root.assoc(l, e)
+	gs.setRootIfNew(root, newRoot)
 	c.release(e)
 	return replaced
 }
@@ -176,8 +176,8 @@ func (c *Context) remove(gs *gstate, k *varCore) {
 		return
 	}
 	e := c.claim(gs)
-	root, _ = root.deleteIn(k, e)
-	gs.setRoot(root)
+	newRoot, _ := root.deleteIn(k, e)
+	gs.setRootIfNew(root, newRoot)
 	c.release(e)
 }
 

@@ -104,6 +104,20 @@ func (gs *gstate) setRoot(root *node) {
 	}
 }
 
+// setRootIfNew is setRoot after a write that may have changed old, the
+// root, in place (an owned node, hamt.go): it stores root only if it is a
+// new node, sparing the write an atomic exchange where old changed in place
+// (the in-place stores are atomic themselves), and drops the cache either
+// way.
+func (gs *gstate) setRootIfNew(old, root *node) {
+	if root != old {
+		gs.current.root.Store(root)
+	}
+	if gs.cached {
+		gs.clearCache()
+	}
+}
+
 // state returns the calling goroutine's state, or nil if it has none (it is
 // outside any Run and holds no implicit context). It is how every operation
 // finds the goroutine's state: the lookup's fast path is inlined here, its
