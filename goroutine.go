@@ -36,6 +36,13 @@ type gstate struct {
 	// current == implicit.
 	implicit *Context
 
+	// nextID and endID are the block of context ids this state hands out
+	// (newContextID); taking ids in blocks keeps goroutines off one shared
+	// counter. The block passes on with the state to its next owner.
+	nextID, endID uint64
+
+	cached bool // some entry of cache may be set
+
 	// cache remembers the last lookups of vars in tries of more than one
 	// var, as CPython's ContextVar caches its last value: reading a var
 	// again costs what reading the only var of a context costs, however
@@ -44,17 +51,15 @@ type gstate struct {
 	// cache is cleared whenever the goroutine's current trie is replaced
 	// (Set, Reset) and whenever it leaves a Run: it only ever refers to
 	// tries that the goroutine's contexts hold anyway.
-	cache  [lookupCacheSize]cacheEntry
-	cached bool // some entry of cache may be set
+	cache [lookupCacheSize]cacheEntry
 
-	// nextID and endID are the block of context ids this state hands out
-	// (newContextID); taking ids in blocks keeps goroutines off one shared
-	// counter. The block passes on with the state to its next owner.
-	nextID, endID uint64
-
-	// The padding rounds the state up to a size class of its own (192
-	// bytes), so that states of goroutines on different cores, which are
-	// allocated side by side, share few cache lines.
+	// The fields above cache are all a goroutine's first Run and Set
+	// touch: they fit in the state's first 64 bytes, one cache line (a
+	// 192-byte object is 64-byte aligned), which a new goroutine usually
+	// misses, as states are spread over the buckets. The padding rounds the
+	// state up to a size class of its own (192 bytes), so that states of
+	// goroutines on different cores, which are allocated side by side,
+	// share few cache lines.
 	_ [40]byte
 }
 

@@ -3,6 +3,7 @@ package contextvars
 import (
 	"runtime"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -96,4 +97,14 @@ func TestDropImplicit_onlyOutsideRun(t *testing.T) {
 		assert.Nil(t, state(), "the state is freed")
 	}()
 	<-done
+}
+
+// TestGstate_layout: a state is a 192-byte size class of its own, and the
+// fields a goroutine's first Run and Set touch come before the cache, in
+// the state's first cache line (see gstate).
+func TestGstate_layout(t *testing.T) {
+	var gs gstate
+	assert.Equal(t, uintptr(192), unsafe.Sizeof(gs))
+	assert.LessOrEqual(t, unsafe.Offsetof(gs.cached)+unsafe.Sizeof(gs.cached), uintptr(64))
+	assert.Less(t, unsafe.Offsetof(gs.endID), unsafe.Offsetof(gs.cache))
 }
