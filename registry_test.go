@@ -52,6 +52,34 @@ func heapInUse() uint64 {
 	return ms.HeapAlloc
 }
 
+// setOutsideAndExit starts n goroutines that each set v to size bytes
+// outside any Run, all alive at once (so that no sweep pays while they
+// register), and returns when all have exited.
+func setOutsideAndExit(v *Var[[]byte], n, size int) {
+	var set, wg sync.WaitGroup
+	release := make(chan struct{})
+	set.Add(n)
+	for range n {
+		wg.Go(func() {
+			v.Set(make([]byte, size))
+			set.Done()
+			<-release
+		})
+	}
+	set.Wait()
+	close(release)
+	wg.Wait()
+}
+
+// assertReclaimed waits until the heap has grown less than a tenth of held
+// bytes since before, failing with msg after 10 s.
+func assertReclaimed(t *testing.T, before uint64, held int, msg string) bool {
+	t.Helper()
+	return assert.Eventually(t, func() bool {
+		return int64(heapInUse())-int64(before) < int64(held)/10
+	}, 10*time.Second, 20*time.Millisecond, msg)
+}
+
 // TestRegistry_underLoad makes many goroutines register at once, while
 // others are inside Run and reading their own vars, and sweeps run, so that
 // claims, frees, overflow entries, lookups and drops all meet: every

@@ -72,25 +72,11 @@ func TestSweep_timerReclaimsWithoutNewGoroutines(t *testing.T) {
 	v := NewVar[[]byte]("payload")
 	sweepNow()
 	before := heapInUse()
-	var set, wg sync.WaitGroup
-	release := make(chan struct{})
-	set.Add(goroutines)
-	for range goroutines {
-		wg.Go(func() {
-			v.Set(make([]byte, size))
-			set.Done()
-			<-release
-		})
-	}
-	set.Wait()
-	close(release)
-	wg.Wait()
+	setOutsideAndExit(v, goroutines, size)
 	held := int64(heapInUse()) - int64(before)
 	t.Logf("heap growth right after the goroutines exit: %d MiB", held>>20)
 	start := time.Now()
-	assert.Eventually(t, func() bool {
-		return int64(heapInUse())-int64(before) < goroutines*size/10
-	}, 10*time.Second, 20*time.Millisecond, "the values of exited goroutines are reclaimed by the timer")
+	assertReclaimed(t, before, goroutines*size, "the values of exited goroutines are reclaimed by the timer")
 	t.Logf("reclaimed after %v", time.Since(start).Round(time.Millisecond))
 }
 

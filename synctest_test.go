@@ -6,7 +6,6 @@ import (
 	"sync"
 	"testing"
 	"testing/synctest"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -43,22 +42,8 @@ func TestSynctest_reclaimsAfterBubble(t *testing.T) {
 	const goroutines, size = 200, 1 << 20
 	v := NewVar[[]byte]("payload")
 	before := heapInUse()
-	var set, wg sync.WaitGroup
-	release := make(chan struct{})
-	set.Add(goroutines)
-	for range goroutines {
-		wg.Go(func() {
-			v.Set(make([]byte, size))
-			set.Done()
-			<-release
-		})
-	}
-	set.Wait()
-	close(release)
-	wg.Wait()
-	assert.Eventually(t, func() bool {
-		return int64(heapInUse())-int64(before) < goroutines*size/10
-	}, 10*time.Second, 20*time.Millisecond, "the values of exited goroutines are reclaimed after a bubble")
+	setOutsideAndExit(v, goroutines, size)
+	assertReclaimed(t, before, goroutines*size, "the values of exited goroutines are reclaimed after a bubble")
 }
 
 // TestSynctest_deadlockReported runs, in a child process, a bubble whose
@@ -81,10 +66,18 @@ func TestSynctest_deadlockReported(t *testing.T) {
 		})
 		return
 	}
+	assertDeadlockReported(t, "TestSynctest_deadlockReported", "CONTEXTVARS_DEADLOCK_CHILD")
+}
+
+// assertDeadlockReported runs test in a child process with env set to 1,
+// where it deadlocks a bubble, and checks that synctest reported the
+// deadlock rather than the test timing out.
+func assertDeadlockReported(t *testing.T, test, env string) {
+	t.Helper()
 	exe, err := os.Executable()
 	require.NoError(t, err)
-	cmd := exec.Command(exe, "-test.run=^TestSynctest_deadlockReported$", "-test.timeout=60s")
-	cmd.Env = append(os.Environ(), "CONTEXTVARS_DEADLOCK_CHILD=1")
+	cmd := exec.Command(exe, "-test.run=^"+test+"$", "-test.timeout=60s")
+	cmd.Env = append(os.Environ(), env+"=1")
 	out, err := cmd.CombinedOutput()
 	require.Error(t, err, "the deadlocked bubble failed its test")
 	assert.Contains(t, string(out), "deadlock", "synctest reported the deadlock, not a timeout")
@@ -112,24 +105,8 @@ func TestSynctest_reclaimsImplicitMadeInBubble(t *testing.T) {
 	v := NewVar[[]byte]("payload")
 	sweepNow()
 	before := heapInUse()
-	synctest.Test(t, func(t *testing.T) {
-		var set, wg sync.WaitGroup
-		release := make(chan struct{})
-		set.Add(goroutines)
-		for range goroutines {
-			wg.Go(func() {
-				v.Set(make([]byte, size))
-				set.Done()
-				<-release
-			})
-		}
-		set.Wait()
-		close(release)
-		wg.Wait()
-	})
-	assert.Eventually(t, func() bool {
-		return int64(heapInUse())-int64(before) < goroutines*size/10
-	}, 10*time.Second, 50*time.Millisecond, "the values of a bubble's exited goroutines are reclaimed")
+	synctest.Test(t, func(t *testing.T) { setOutsideAndExit(v, goroutines, size) })
+	assertReclaimed(t, before, goroutines*size, "the values of a bubble's exited goroutines are reclaimed")
 }
 
 // TestSynctest_deadlockReportedLiveHolders: as TestSynctest_deadlockReported,
@@ -151,12 +128,5 @@ func TestSynctest_deadlockReportedLiveHolders(t *testing.T) {
 		})
 		return
 	}
-	exe, err := os.Executable()
-	require.NoError(t, err)
-	cmd := exec.Command(exe, "-test.run=^TestSynctest_deadlockReportedLiveHolders$", "-test.timeout=30s")
-	cmd.Env = append(os.Environ(), "CONTEXTVARS_DEADLOCK_CHILD2=1")
-	out, err := cmd.CombinedOutput()
-	require.Error(t, err, "the deadlocked bubble failed its test")
-	assert.Contains(t, string(out), "deadlock", "synctest reported the deadlock, not a timeout")
-	assert.NotContains(t, string(out), "test timed out")
+	assertDeadlockReported(t, "TestSynctest_deadlockReportedLiveHolders", "CONTEXTVARS_DEADLOCK_CHILD2")
 }
