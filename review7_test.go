@@ -6,6 +6,7 @@ package contextvars
 
 import (
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"runtime"
 	"sync"
@@ -604,4 +605,75 @@ func TestReview7_gstateAlignment(t *testing.T) {
 	}
 	wg.Wait()
 	assert.Zero(t, misaligned.Load())
+}
+
+// TestReview7_snapshotOfReplacedRoot is the interleaving behind the torn
+// snapshots TestReview7_readersDuringInPlaceWrites finds, made
+// deterministic: a reader's snapshot (Context.snapshot: load the root, then
+// freeze) loads the root of c; the owner then adds a var X at the root
+// (the root is copied: a new root, tagged with the same edit tag, sharing
+// the old root's kids) and sets B, whose node below the root is tagged and
+// shared, in place; then the reader's freeze, and its walk of the root it
+// loaded. The walk sees B's new value without X, which was set before B: no
+// state the context ever had. Copy, All, Keys, Values and Merge all walk
+// such a root.
+func TestReview7_snapshotOfReplacedRoot(t *testing.T) {
+	base := review7Vars("b", 40) // a trie: the root is a bitmap node
+	c := New()
+	loaded, written := make(chan struct{}), make(chan struct{})
+	var B, X *Var[int]
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		_ = c.Run(func() error {
+			for i, v := range base {
+				v.Set(i)
+			}
+			root := c.root.Load()
+			// B: a var in a bitmap node below the root; X: a new var
+			// whose slot at the root is empty.
+			for _, v := range base {
+				if kid := review7KidAt(root, v.c.hash()); kid != nil && kid.isBitmap() {
+					B = v
+					break
+				}
+			}
+			for X == nil {
+				v := NewVar[int]("X")
+				if review7KidAt(root, v.c.hash()) == nil {
+					X = v
+				}
+			}
+			loaded <- struct{}{}
+			<-loaded // the reader has loaded the root
+			X.Set(1)
+			B.Set(1000)
+			written <- struct{}{}
+			<-written // the reader is done
+			return nil
+		})
+	})
+	<-loaded
+	// Context.snapshot, step by step, with the owner's two writes between
+	// its steps.
+	root := c.root.Load()
+	loaded <- struct{}{}
+	<-written
+	c.freeze()
+	snap := &Context{root: rootOf(root)}
+	_, hasX := snap.Get(X)
+	bv, _ := snap.Get(B)
+	written <- struct{}{}
+	wg.Wait()
+	t.Logf("snapshot: X set: %v, B = %v", hasX, bv)
+	assert.False(t, !hasX && bv == 1000, "snapshot has B's new value (set after X) but not X: a torn state")
+}
+
+// review7KidAt returns the kid of bitmap node n in the slot of hash h at
+// the root's level, or nil if the slot is empty.
+func review7KidAt(n *node, h uint64) *node {
+	bit := uint32(1) << (h & levelMask)
+	if n.bitmap()&bit == 0 {
+		return nil
+	}
+	return n.kid(bits.OnesCount32(n.bitmap() & (bit - 1)))
 }
