@@ -117,8 +117,20 @@ func (c *Context) claim(gs *gstate) uint64 {
 	}
 }
 
-// release ends the write that claim began.
-func (c *Context) release(e uint64) { c.edit.Store(e) }
+// release ends the write that claim began; root is the root it made from
+// old. Where the write replaced a root that carries tag e, release ends the
+// tag too: a snapshot may have loaded old before the write, and old's kids,
+// which the new root shares, are tagged e, so a later write under e would
+// change them in place beneath that snapshot. (A write that changed old in
+// place, or copied an old root of an earlier tag, as the first write after
+// a snapshot does, keeps the tag: no root a snapshot may hold shares nodes
+// tagged e.) old.key == nil: only an inner node has a tag to read.
+func (c *Context) release(e uint64, old, root *node) {
+	if root != old && old != nil && old.key == nil && old.edit() == e {
+		e = 0
+	}
+	c.edit.Store(e)
+}
 
 // freeze ends c's edit tag, if it has one, so that no node of c's trie
 // changes after it: every snapshot calls it after loading the root. Any
@@ -161,7 +173,7 @@ func (c *Context) putSlow(gs *gstate, root, l *node) (replaced *node) {
 	e := c.claim(gs)
 	newRoot, replaced := root.assoc(l, e)
 	gs.setRootIfNew(root, newRoot)
-	c.release(e)
+	c.release(e, root, newRoot)
 	return replaced
 }
 
@@ -178,7 +190,7 @@ func (c *Context) remove(gs *gstate, k *varCore) {
 	e := c.claim(gs)
 	newRoot, _ := root.deleteIn(k, e)
 	gs.setRootIfNew(root, newRoot)
-	c.release(e)
+	c.release(e, root, newRoot)
 }
 
 // enteredBit is the ownership flag in Context.state.

@@ -29,13 +29,17 @@ package contextvars
 // Only the context's owner changes them, one atomic store at a time, so a
 // reader on another goroutine (Context.Get, Len, Var.In) finds a whole
 // trie on every load: each kid it loads is a complete subtree, old or new.
-// A snapshot ends the tag first (Context.freeze), in O(1): the nodes tagged
-// e are then shared and never change again, and the owner's next write
-// takes a new tag and copies what it changes. Nodes tagged e are reachable
-// only through nodes tagged e (a node made under an older tag was frozen
-// before any node tagged e existed, and never changes after), so a write
-// changes nodes in place only above the one node it replaces: a root it
-// replaces was not changed in place.
+// A snapshot loads the root, then ends the tag (Context.freeze), in O(1):
+// the nodes tagged e are then shared and never change again, and the
+// owner's next write takes a new tag and copies what it changes. Nodes
+// tagged e are reachable only through nodes tagged e (a node made under an
+// older tag was frozen before any node tagged e existed, and never changes
+// after), so a write changes nodes in place only above the one node it
+// replaces. A write that replaces a root tagged e (adding or removing a kid
+// of the root) ends the tag as well (Context.release): a snapshot may have
+// loaded the old root before that write, and the kids the new root shares
+// with it are tagged e, so a later write under e would change them beneath
+// the snapshot (TestContext_snapshotOfReplacedRoot).
 //
 // A leaf never changes, but for the word its maker keeps in it (token.go).
 //

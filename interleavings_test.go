@@ -1,8 +1,10 @@
 package contextvars
 
-// Review 7: adversarial tests of the registry's bucket top (592f3af), the
-// in-place writes that skip storing the root again (787577a), and the
-// gstate layout (a67538d).
+// Interleavings an adversarial review tried against the registry's bucket
+// tops (a goroutine newer than every state of its bucket skips the chain),
+// against in-place trie writes read from other goroutines (among them the
+// torn snapshot that TestContext_snapshotOfReplacedRoot pins down, fixed in
+// Context.release), and against the layout of a goroutine's state.
 
 import (
 	"fmt"
@@ -46,13 +48,13 @@ func checkTops(t *testing.T) (bad int) {
 	return bad
 }
 
-// TestReview7_lowerIDClaimsAfterHigher: goroutine ids are handed out in
+// TestRegistry_lowerIDClaimsAfterHigher: goroutine ids are handed out in
 // per-P batches, so a goroutine with a lower id can claim a state after one
 // with a higher id in its bucket. Here L (lower id) claims after H, then M
 // pushes in front of L, so L's every lookup takes the slow path, which must
 // still find L's one state: through Set outside Run, nested Runs, Reset,
 // DropImplicit, and after H and M leave.
-func TestReview7_lowerIDClaimsAfterHigher(t *testing.T) {
+func TestRegistry_lowerIDClaimsAfterHigher(t *testing.T) {
 	v := NewVar[int]("v")
 	var wg sync.WaitGroup
 	idL := make(chan uint64)
@@ -178,13 +180,13 @@ func TestReview7_lowerIDClaimsAfterHigher(t *testing.T) {
 	checkTops(t)
 }
 
-// TestReview7_topsUnderChurn: goroutines of few buckets churn through every
+// TestRegistry_topsUnderChurn: goroutines of few buckets churn through every
 // way in and out of the registry (Run, nested Run, Set outside Run and then
 // Run, DropImplicit, panic and Goexit out of a Run, GoIn), each checking it
 // sees its own values, while a checker walks the chains for states above
 // their bucket's top and a sweeper drops the exited goroutines' implicit
 // states.
-func TestReview7_topsUnderChurn(t *testing.T) {
+func TestRegistry_topsUnderChurn(t *testing.T) {
 	v := NewVar[uint64]("v")
 	const workers = 16
 	iters := 300
@@ -288,13 +290,13 @@ func TestReview7_topsUnderChurn(t *testing.T) {
 	checkTops(t)
 }
 
-// TestReview7_reusedIDBehindHead: a goroutine id that comes back (the
+// TestRegistry_reusedIDBehindHead: a goroutine id that comes back (the
 // runtime's extra M of C threads' callbacks keeps one goroutine for many
 // threads) must find nothing after its Run, and find its state in a Run
 // again, also where its state is behind the head. Simulated at the
 // registry level: claim, free, claim again with the same id while another
 // id of the bucket, higher, holds the head.
-func TestReview7_reusedIDBehindHead(t *testing.T) {
+func TestRegistry_reusedIDBehindHead(t *testing.T) {
 	id := goroutineID() + 1<<40 // no live goroutine has it
 	var other uint64
 	for o := id + 1; ; o++ {
@@ -325,7 +327,7 @@ func review7Vars(prefix string, n int) []*Var[int] {
 	return vs
 }
 
-// TestReview7_readersDuringInPlaceWrites: the owner of c writes in place
+// TestContext_readersDuringInPlaceWrites: the owner of c writes in place
 // (E.Set(r); a temporary Set of A and its Reset; a Set of C that adds a var
 // and its Reset that removes it; B.Set(r)) while readers on other
 // goroutines take snapshots (Copy, All, Merge) and single reads (Get, Len),
@@ -333,7 +335,7 @@ func review7Vars(prefix string, n int) []*Var[int] {
 // never go back, and the owner checks its own reads, which go through its
 // lookup cache. Sizes straddle the flat root's bound (16 vars: C's Set
 // makes the 17th and turns it into a trie).
-func TestReview7_readersDuringInPlaceWrites(t *testing.T) {
+func TestContext_readersDuringInPlaceWrites(t *testing.T) {
 	for _, nBase := range []int{0, 1, 5, 12, 13, 14, 29, 61, 300} {
 		t.Run(fmt.Sprintf("base=%d", nBase), func(t *testing.T) {
 			review7InPlace(t, nBase, 400, 2)
@@ -341,9 +343,9 @@ func TestReview7_readersDuringInPlaceWrites(t *testing.T) {
 	}
 }
 
-// TestReview7_readersDuringInPlaceWritesInBubble is the same inside a
+// TestContext_readersDuringInPlaceWritesInBubble is the same inside a
 // synctest bubble.
-func TestReview7_readersDuringInPlaceWritesInBubble(t *testing.T) {
+func TestContext_readersDuringInPlaceWritesInBubble(t *testing.T) {
 	for _, nBase := range []int{0, 13, 61} {
 		t.Run(fmt.Sprintf("base=%d", nBase), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) { review7InPlace(t, nBase, 200, 2) })
@@ -507,12 +509,12 @@ func review7InPlace(t *testing.T, nBase, rounds, readers int) {
 	assert.Empty(t, errs)
 }
 
-// TestReview7_cacheModel: one goroutine sets, resets and reads many vars
+// TestCache_model: one goroutine sets, resets and reads many vars
 // (cache slots collide: 4 slots) in a context that it snapshots now and
 // then, in nested Runs and an implicit context, against a model; every
 // read goes through the lookup cache, which in-place writes (root
 // unchanged) must invalidate.
-func TestReview7_cacheModel(t *testing.T) {
+func TestCache_model(t *testing.T) {
 	for _, n := range []int{2, 5, 16, 17, 40, 200} {
 		t.Run(fmt.Sprintf("vars=%d", n), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(n), 7))
@@ -586,10 +588,10 @@ func TestReview7_cacheModel(t *testing.T) {
 	}
 }
 
-// TestReview7_gstateAlignment: the layout comment says a 192-byte state is
+// TestGstate_alignment: the layout comment says a 192-byte state is
 // 64-byte aligned, so the fields before cache share one cache line. Check
 // the states the registry allocates.
-func TestReview7_gstateAlignment(t *testing.T) {
+func TestGstate_alignment(t *testing.T) {
 	var wg sync.WaitGroup
 	var misaligned atomic.Int64
 	for range 64 {
@@ -607,8 +609,8 @@ func TestReview7_gstateAlignment(t *testing.T) {
 	assert.Zero(t, misaligned.Load())
 }
 
-// TestReview7_snapshotOfReplacedRoot is the interleaving behind the torn
-// snapshots TestReview7_readersDuringInPlaceWrites finds, made
+// TestContext_snapshotOfReplacedRoot is the interleaving behind the torn
+// snapshots TestContext_readersDuringInPlaceWrites finds, made
 // deterministic: a reader's snapshot (Context.snapshot: load the root, then
 // freeze) loads the root of c; the owner then adds a var X at the root
 // (the root is copied: a new root, tagged with the same edit tag, sharing
@@ -617,7 +619,7 @@ func TestReview7_gstateAlignment(t *testing.T) {
 // loaded. The walk sees B's new value without X, which was set before B: no
 // state the context ever had. Copy, All, Keys, Values and Merge all walk
 // such a root.
-func TestReview7_snapshotOfReplacedRoot(t *testing.T) {
+func TestContext_snapshotOfReplacedRoot(t *testing.T) {
 	base := review7Vars("b", 40) // a trie: the root is a bitmap node
 	c := New()
 	loaded, written := make(chan struct{}), make(chan struct{})
