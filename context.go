@@ -124,9 +124,10 @@ func (c *Context) claim(gs *gstate) uint64 {
 // change them in place beneath that snapshot. (A write that changed old in
 // place, or copied an old root of an earlier tag, as the first write after
 // a snapshot does, keeps the tag: no root a snapshot may hold shares nodes
-// tagged e.) old.key == nil: only an inner node has a tag to read.
+// tagged e.) old is never nil (both writers start from a root), and
+// old.key == nil tests that it is an inner node: only those have a tag.
 func (c *Context) release(e uint64, old, root *node) {
-	if root != old && old != nil && old.key == nil && old.edit() == e {
+	if root != old && old.key == nil && old.edit() == e {
 		e = 0
 	}
 	c.edit.Store(e)
