@@ -147,6 +147,30 @@ func (r *registry) lookupSlow(id uint64) *gstate {
 	return nil
 }
 
+// lookupOrClaim returns the state of the calling goroutine, whose id is id,
+// claiming one if it has none: the slow path of entering a Run, lookupSlow
+// and acquire in one call, with claim's take written out (the compiler
+// would not inline it), so that a goroutine's outermost Run, which claims
+// the free head of its chain, makes one call for it.
+//
+//go:noinline
+func (r *registry) lookupOrClaim(id uint64) *gstate {
+	b := r.bucketOf(id)
+	if t := b.top.Load(); id <= t {
+		for gs := b.head.Load(); gs != nil; gs = gs.next.Load() {
+			if atomic.LoadUint64(&gs.owner)&^ownerImplicit == id {
+				return gs
+			}
+		}
+	} else { // never claimed here (see bucket.top): claim raises top
+		b.raiseTop(id)
+	}
+	if gs := b.head.Load(); gs != nil && atomic.CompareAndSwapUint64(&gs.owner, 0, id) {
+		return gs
+	}
+	return b.push(id)
+}
+
 // acquire claims a state for the calling goroutine, which has none, marked
 // ownerImplicit if implicit; id is the goroutine's id. It is the slow path of
 // entering a Run, and of a Set outside any Run.
@@ -167,20 +191,37 @@ func (r *registry) acquire(id uint64, implicit bool) *gstate {
 // claim takes the head of b's chain for owner if it is free, or else
 // pushes a new state. (It looks no farther: states behind the head are
 // seldom free, as frees unlink them, and walking a long chain of other
-// goroutines' states would cost a cache miss each.)
+// goroutines' states would cost a cache miss each.) The take is small
+// enough to inline; the push is out of line.
 func (b *bucket) claim(owner uint64) *gstate {
-	id := owner & ownerIDMask
-	for t := b.top.Load(); id > t && !b.top.CompareAndSwap(t, id); t = b.top.Load() {
+	if id := owner & ownerIDMask; id > b.top.Load() {
+		b.raiseTop(id)
 	}
 	if gs := b.head.Load(); gs != nil && atomic.CompareAndSwapUint64(&gs.owner, 0, owner) {
 		return gs
 	}
+	return b.push(owner)
+}
+
+// raiseTop raises b.top to id, if it is lower.
+//
+//go:noinline
+func (b *bucket) raiseTop(id uint64) {
+	for t := b.top.Load(); id > t && !b.top.CompareAndSwap(t, id); t = b.top.Load() {
+	}
+}
+
+// push makes a new state for owner at the head of b's chain: claim's slow
+// path.
+//
+//go:noinline
+func (b *bucket) push(owner uint64) *gstate {
 	gs := &gstate{owner: owner}
 	b.mu.Lock()
 	old := b.head.Load()
 	gs.next.Store(old)
 	b.head.Store(gs) // publishes gs with its owner and next
-	// If old was freed after the compare-and-swap above failed, it is
+	// If old was freed after the compare-and-swap in claim failed, it is
 	// now free behind the head, where no claim looks: take it out. (A
 	// free that comes after this push sees it is no longer the head and
 	// takes itself out: see free. Atomics are sequentially consistent,

@@ -57,7 +57,11 @@ func (c *Context) runFresh(fn func()) {
 	_ = c.Run(func() error { fn(); return nil })
 }
 
-// begin checks the arguments of Run and Call, then enters c.
+// begin checks the arguments of Run and Call, then makes c the calling
+// goroutine's current context and returns the goroutine's state and the
+// context it replaced; see "Ownership" in context.go. (One function, not
+// a check and an enter, so that an outermost Run, whose cost is mostly
+// its four atomic operations, pays as few calls as it can.)
 func (c *Context) begin(nilFunc bool) (gs *gstate, prev *Context, err error) {
 	if c == nil {
 		return nil, nil, errNilContext
@@ -65,13 +69,6 @@ func (c *Context) begin(nilFunc bool) (gs *gstate, prev *Context, err error) {
 	if nilFunc {
 		return nil, nil, errNilFunc
 	}
-	return c.enter()
-}
-
-// enter makes c the calling goroutine's current context and returns the
-// goroutine's state and the context it replaced; see "Ownership" in
-// context.go.
-func (c *Context) enter() (gs *gstate, prev *Context, err error) {
 	if !c.tryEnter() {
 		return nil, nil, errAlreadyEntered(c)
 	}
@@ -84,12 +81,10 @@ func (c *Context) enter() (gs *gstate, prev *Context, err error) {
 // context it replaced.
 func (c *Context) switchTo() (gs *gstate, prev *Context) {
 	// The goroutine's state, claimed if it has none: the lookup's fast
-	// path inlined, the claim (acquire) out of line.
+	// path inlined, the rest of the lookup and the claim in one call.
 	id := goroutineID()
 	if gs = reg.atHome(id); gs == nil {
-		if gs = reg.lookupSlow(id); gs == nil {
-			gs = reg.acquire(id, false)
-		}
+		gs = reg.lookupOrClaim(id)
 	}
 	prev = gs.current
 	gs.current = c
