@@ -131,6 +131,23 @@ func BenchmarkContextAllocation(b *testing.B) {
 	}
 }
 
+// BenchmarkCopyFloor is the allocation Copy makes, alone, at each context
+// size: a Context holding the root of a context of n vars, with that
+// context live. It is the floor under BenchmarkContextCopy and
+// BenchmarkCopyContext at that size, measured as they are: an allocation
+// costs more where the live heap holds a larger trie (the collector marks
+// it every cycle), which BenchmarkContextAllocation, with nothing live,
+// does not show.
+func BenchmarkCopyFloor(b *testing.B) {
+	bySize(b, func(b *testing.B, n int) {
+		c, _ := contextOf(n)
+		root := c.snapshot()
+		for b.Loop() {
+			sinkCtx = &Context{root: rootOf(root)}
+		}
+	})
+}
+
 // BenchmarkVarSetString sets a var of a type that holds pointers: its token
 // and binding are two allocations, so that the trie never keeps the old
 // value alive (see Var.Set).
