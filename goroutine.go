@@ -3,8 +3,8 @@ package contextvars
 // This file holds a goroutine's state (gstate): its current context and its
 // lookup cache, and state, the way every operation but entering a Run finds
 // the calling goroutine's state: the registry's atHome inlined, its slow
-// path not. (Entering a Run pairs atHome with acquire, which claims a state
-// for a goroutine that has none.)
+// path not. (Entering a Run pairs atHome with lookupOrClaim, which finds or
+// claims a state in one call.)
 //
 // Invariant: only the goroutine that owns a gstate reads or writes its
 // fields after owner, so they need no synchronization; a gstate changes

@@ -19,7 +19,8 @@ package contextvars
 //
 //   - A gstate's owner word is 0 (free) or its goroutine's id, with
 //     ownerImplicit if that goroutine holds an implicit context. Only a
-//     goroutine writes its own id into an owner word (claim), and only it
+//     goroutine writes its own id into an owner word (claim, lookupOrClaim,
+//     push), and only it
 //     clears it (free); a sweep never writes an owner word, it unlinks the
 //     state of an exited goroutine from its chain. So a goroutine that reads
 //     its own id in a state's owner word has found its own state, however
@@ -30,10 +31,13 @@ package contextvars
 //     a new state at the head with an atomic store, after setting the
 //     state's owner and next, and unlinks a state by an atomic store of its
 //     predecessor's next (or the head), leaving the unlinked state's own
-//     next as it was. So a lookup walking the chain without the lock sees
-//     every state that was in the chain before it started and stayed there
-//     (its own, in particular: only its goroutine adds or frees it), and a
-//     lookup standing on an unlinked state walks on into the chain.
+//     next as it was. So a lookup walking the chain without the lock, from
+//     a head it loaded itself, sees every state that was in the chain
+//     before it started and stayed there (its own, in particular: only its
+//     goroutine adds or frees it), and a lookup standing on an unlinked
+//     state walks on into the chain. (A walk must not start at the next of
+//     a head loaded earlier: a sweep may have unlinked that head since,
+//     and the state behind it, perhaps the walker's own, be the head now.)
 //   - A state whose owner word is 0 is in its chain: a state is unlinked
 //     only with a nonzero owner word (its goroutine's, or ownerUnlinked,
 //     set by compare-and-swap from 0 before a prune unlinks it), and a
@@ -127,7 +131,13 @@ func (r *registry) atHome(id uint64) *gstate {
 	return nil
 }
 
-// lookupSlow is the slow path of a lookup: the rest of the chain.
+// lookupSlow is the slow path of a lookup: the whole chain, from a head it
+// loads itself. (Not from the head atHome saw, nor from that head's next: a
+// sweep may have dropped that head since, making the goroutine's own state
+// the head, which a walk from the old head's next would skip. The goroutine
+// would then find no state inside its own Run: Get would see nothing, and
+// Set would make a second, implicit state that outlives the Run;
+// TestRegistry_lookupWhileSweepDropsHead.)
 //
 //go:noinline
 func (r *registry) lookupSlow(id uint64) *gstate {
@@ -135,11 +145,7 @@ func (r *registry) lookupSlow(id uint64) *gstate {
 	if id > b.top.Load() {
 		return nil // never claimed here: see bucket.top
 	}
-	gs := b.head.Load()
-	if gs == nil {
-		return nil
-	}
-	for gs = gs.next.Load(); gs != nil; gs = gs.next.Load() {
+	for gs := b.head.Load(); gs != nil; gs = gs.next.Load() {
 		if atomic.LoadUint64(&gs.owner)&^ownerImplicit == id {
 			return gs
 		}
@@ -173,7 +179,8 @@ func (r *registry) lookupOrClaim(id uint64) *gstate {
 
 // acquire claims a state for the calling goroutine, which has none, marked
 // ownerImplicit if implicit; id is the goroutine's id. It is the slow path of
-// entering a Run, and of a Set outside any Run.
+// a Set outside any Run (newImplicit); entering a Run has its own,
+// lookupOrClaim.
 //
 //go:noinline
 func (r *registry) acquire(id uint64, implicit bool) *gstate {
@@ -191,8 +198,8 @@ func (r *registry) acquire(id uint64, implicit bool) *gstate {
 // claim takes the head of b's chain for owner if it is free, or else
 // pushes a new state. (It looks no farther: states behind the head are
 // seldom free, as frees unlink them, and walking a long chain of other
-// goroutines' states would cost a cache miss each.) The take is small
-// enough to inline; the push is out of line.
+// goroutines' states would cost a cache miss each.) lookupOrClaim writes
+// the same take out for entering a Run; the push is out of line.
 func (b *bucket) claim(owner uint64) *gstate {
 	if id := owner & ownerIDMask; id > b.top.Load() {
 		b.raiseTop(id)
@@ -221,7 +228,8 @@ func (b *bucket) push(owner uint64) *gstate {
 	old := b.head.Load()
 	gs.next.Store(old)
 	b.head.Store(gs) // publishes gs with its owner and next
-	// If old was freed after the compare-and-swap in claim failed, it is
+	// If old was freed after the compare-and-swap in claim (or
+	// lookupOrClaim) failed, it is
 	// now free behind the head, where no claim looks: take it out. (A
 	// free that comes after this push sees it is no longer the head and
 	// takes itself out: see free. Atomics are sequentially consistent,

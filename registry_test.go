@@ -439,3 +439,64 @@ func TestRegistry_runOnlyChurnKeepsOneFreeState(t *testing.T) {
 	t.Logf("after %d Runs on %d same-bucket goroutines: chain of %d states, %d free", n*iters, n, length, free)
 	assert.LessOrEqual(t, free, 1, "at most one free state per bucket")
 }
+
+// TestRegistry_lookupWhileSweepDropsHead is a goroutine B inside a Run whose
+// state sits behind the implicit state of an exited goroutine A of the same
+// bucket, while a sweep drops A's state: B's state becomes the head between
+// B's look at the head (atHome) and the walk of the rest of the chain
+// (lookupSlow). A walk from the old head's next skipped B's own state: Get
+// inside the Run saw nothing, and Set made B a second, implicit state, so
+// that the value set inside the Run was seen after it.
+func TestRegistry_lookupWhileSweepDropsHead(t *testing.T) {
+	trials := 300
+	if raceEnabled {
+		trials = 100
+	}
+	if long() {
+		trials = 2000
+	}
+	v := NewVar[int]("v")
+	var misses atomic.Int64
+	var stop atomic.Bool
+	ready, leaked := make(chan uint64), make(chan bool)
+	go func() { // B: inside a Run, getting and setting
+		_ = New().Run(func() error {
+			v.Set(1)
+			ready <- goroutineID()
+			for !stop.Load() {
+				if _, ok := v.Get(); !ok {
+					misses.Add(1)
+				}
+				v.Set(1)
+			}
+			return nil
+		})
+		_, ok := v.Get() // outside the Run: nothing
+		leaked <- ok
+	}()
+	home := bucketIndex(<-ready)
+	for range trials {
+		// A: a goroutine of B's bucket sets a var outside any Run, which
+		// pushes its implicit state in front of B's, and exits.
+		var a uint64
+		for a == 0 {
+			done := make(chan uint64)
+			go func() {
+				if bucketIndex(goroutineID()) != home {
+					done <- 0
+					return
+				}
+				v.Set(2)
+				done <- goroutineID()
+			}()
+			a = <-done
+		}
+		for statesOf(a) != 0 {
+			sweepNow() // drops A's state: B's becomes the head
+			runtime.Gosched()
+		}
+	}
+	stop.Store(true)
+	assert.False(t, <-leaked, "a value set inside the Run is seen after it")
+	assert.Zero(t, misses.Load(), "Gets inside the Run that saw no value")
+}
