@@ -1,0 +1,405 @@
+package contextvars
+
+// Registry paths of entering and leaving a Run (lookupOrClaim), with states
+// behind their chain's head, implicit contexts and sweeps running meanwhile;
+// written by an adversarial review of 338562f.
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// regSnap is what a goroutine's view of the registry must be unchanged by.
+type regSnap struct {
+	gs                 *gstate
+	owner              uint64
+	current, implicit  *Context
+	statesOfSelf       int
+	implicitCount      int64
+	statsImplicit, all int
+}
+
+func snap() regSnap {
+	s := regSnap{gs: state(), statesOfSelf: statesOf(goroutineID()), implicitCount: reg.implicit.Load()}
+	if s.gs != nil {
+		s.owner = atomic.LoadUint64(&s.gs.owner)
+		s.current, s.implicit = s.gs.current, s.gs.implicit
+	}
+	st := ReadStats()
+	s.statsImplicit, s.all = st.Implicit, st.Goroutines
+	return s
+}
+
+// TestRegistry_runExitPathsLeaveRegistryAsFound: in a bucket where this goroutine's state (if any)
+// is behind the head, every way in and out of Run leaves the registry as it
+// found it, with and without an implicit context.
+func TestRegistry_runExitPathsLeaveRegistryAsFound(t *testing.T) {
+	v := NewVar[int]("v")
+	for _, implicit := range []bool{false, true} {
+		for _, behind := range []bool{false, true} {
+			t.Run(fmt.Sprintf("implicit=%v/behind=%v", implicit, behind), func(t *testing.T) {
+				sweepNow()
+				var wg sync.WaitGroup
+				setUp, headIn, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+				sameSlot(2, &wg, func(i int) {
+					if i == 1 {
+						<-setUp
+						if behind {
+							_ = New().Run(func() error { close(headIn); <-done; return nil })
+						} else {
+							close(headIn)
+						}
+						return
+					}
+					if implicit {
+						v.Set(7)
+					}
+					close(setUp)
+					<-headIn
+					defer close(done)
+					if behind && implicit && reg.atHome(goroutineID()) != nil {
+						t.Errorf("state should be behind the head")
+					}
+					before := snap()
+					check := func(what string) {
+						t.Helper()
+						after := snap()
+						// Goroutines count may drop/grow by other goroutine's own activity: compare ours only.
+						after.all, before.all = 0, 0
+						if after != before {
+							t.Errorf("%s: registry changed: before %+v after %+v", what, before, after)
+						}
+					}
+					ctx := New()
+					// return
+					_ = ctx.Run(func() error {
+						if statesOf(goroutineID()) != 1 {
+							t.Errorf("states in Run: %d", statesOf(goroutineID()))
+						}
+						if implicit && state() != before.gs {
+							t.Errorf("Run claimed a second state")
+						}
+						v.Set(1)
+						return nil
+					})
+					check("return")
+					// error
+					_ = ctx.Run(func() error { return errors.New("x") })
+					check("error")
+					// panic
+					func() {
+						defer func() { _ = recover() }()
+						_ = ctx.Run(func() error { panic("p") })
+					}()
+					check("panic")
+					// nested + panic through both
+					func() {
+						defer func() { _ = recover() }()
+						_ = ctx.Run(func() error { return New().Run(func() error { panic("p") }) })
+					}()
+					check("nested panic")
+					// ErrAlreadyEntered (same goroutine)
+					_ = ctx.Run(func() error {
+						if err := ctx.Run(func() error { return nil }); !errors.Is(err, ErrAlreadyEntered) {
+							t.Errorf("want ErrAlreadyEntered, got %v", err)
+						}
+						return nil
+					})
+					check("already entered (nested)")
+					// ErrAlreadyEntered (entered by another goroutine)
+					held, rel := make(chan struct{}), make(chan struct{})
+					var w2 sync.WaitGroup
+					w2.Go(func() { _ = ctx.Run(func() error { close(held); <-rel; return nil }) })
+					<-held
+					if err := ctx.Run(func() error { return nil }); !errors.Is(err, ErrAlreadyEntered) {
+						t.Errorf("want ErrAlreadyEntered, got %v", err)
+					}
+					close(rel)
+					w2.Wait()
+					check("already entered (other)")
+					// nil fn, nil ctx
+					if err := ctx.Run(nil); err == nil {
+						t.Errorf("nil fn")
+					}
+					var nc *Context
+					if err := nc.Run(func() error { return nil }); err == nil {
+						t.Errorf("nil ctx")
+					}
+					if _, err := Call[int](ctx, nil); err == nil {
+						t.Errorf("nil fn call")
+					}
+					check("nil")
+					// Goexit, on a fresh goroutine of the same bucket is hard; do it via
+					// the sibling later. Here: Call
+					_, _ = Call(ctx, func() (int, error) { return 1, nil })
+					check("call")
+					if implicit {
+						if got, _ := v.Get(); got != 7 {
+							t.Errorf("implicit value lost: %d", got)
+						}
+						DropImplicit()
+					}
+				})
+				wg.Wait()
+			})
+		}
+	}
+}
+
+// TestRegistry_goexitBehindHead: a goroutine behind the head does Goexit in
+// an outermost Run, with and without an implicit context; its state must be
+// freed (no implicit) or kept as it was (implicit, then swept after exit).
+func TestRegistry_goexitBehindHead(t *testing.T) {
+	v := NewVar[int]("v")
+	for _, implicit := range []bool{false, true} {
+		sweepNow()
+		base := ReadStats()
+		var wg sync.WaitGroup
+		setUp, headIn, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+		var id uint64
+		sameSlot(2, &wg, func(i int) {
+			if i == 1 {
+				<-setUp
+				_ = New().Run(func() error { close(headIn); <-done; return nil })
+				return
+			}
+			id = goroutineID()
+			if implicit {
+				v.Set(7)
+			}
+			close(setUp)
+			<-headIn
+			defer close(done)
+			defer func() {
+				// deferred after Goexit: state as before the Run
+				if implicit {
+					if got, _ := v.Get(); got != 7 {
+						t.Errorf("implicit lost after Goexit: %d", got)
+					}
+				} else if state() != nil {
+					t.Errorf("state kept after Goexit")
+				}
+			}()
+			_ = New().Run(func() error { v.Set(1); runtime.Goexit(); return nil })
+		})
+		wg.Wait()
+		sweepNow()
+		after := ReadStats()
+		if after.Goroutines != base.Goroutines || after.Implicit != base.Implicit {
+			t.Errorf("implicit=%v: stats before %+v after %+v", implicit, base, after)
+		}
+		if n := statesOf(id); n != 0 {
+			t.Errorf("implicit=%v: %d states left for exited goroutine", implicit, n)
+		}
+	}
+}
+
+// TestRegistry_sameBucketStormWithSweeps: many goroutines in one bucket, each in a loop
+// of: implicit Set or not, outermost Run, nested Run, a second Run while the
+// first is held by a sibling, panics and Goexits, drops; some exit holding an
+// implicit context; sweeps run throughout. Each goroutine checks, inside every
+// Run, that it has exactly one state, that the state is the one it had before
+// when it had one, that its current context is the one it entered, and that it
+// sees its own values; no two goroutines ever hold the same state.
+func TestRegistry_sameBucketStormWithSweeps(t *testing.T) {
+	const n = 12
+	iters := 400
+	v := NewVar[int]("v")
+	var holders sync.Map // *gstate -> goroutine index
+	hold := func(g int, gs *gstate) {
+		if o, loaded := holders.LoadOrStore(gs, g); loaded && o.(int) != g {
+			t.Errorf("goroutine %d and %d share a state %p", g, o.(int), gs)
+		}
+	}
+	unhold := func(gs *gstate) { holders.Delete(gs) }
+
+	stop := make(chan struct{})
+	var sweeps sync.WaitGroup
+	sweeps.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			sweepNow()
+			runtime.Gosched()
+		}
+	})
+	sweepNow()
+	base := ReadStats()
+	shared := New()
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	var goexits atomic.Int64
+	var generation func(gen int)
+	generation = func(gen int) {
+		var gw sync.WaitGroup
+		sameSlot(n, &gw, func(g int) {
+			<-start
+			id := goroutineID()
+			hasImplicit := false
+			var implGS *gstate
+			defer func() {
+				if implGS != nil {
+					unhold(implGS)
+				}
+			}()
+			for i := range iters {
+				want := gen*1_000_000 + g*iters + i
+				if i%5 == 1 && !hasImplicit {
+					v.Set(-want)
+					hasImplicit = true
+					implGS = state()
+					hold(g, implGS)
+				}
+				before := state()
+				ctx := New()
+				body := func() error {
+					gs := state()
+					if before != nil && gs != before {
+						t.Errorf("g%d: Run claimed a second state", g)
+					}
+					if k := statesOf(id); k != 1 {
+						t.Errorf("g%d: %d states inside Run", g, k)
+					}
+					if before == nil {
+						hold(g, gs)
+					}
+					v.Set(want)
+					runtime.Gosched()
+					if gs.current != ctx {
+						t.Errorf("g%d: current is not the entered context", g)
+					}
+					if got, _ := v.Get(); got != want {
+						t.Errorf("g%d: sees %d want %d", g, got, want)
+					}
+					// nested
+					_ = New().Run(func() error {
+						if state() != gs || statesOf(id) != 1 {
+							t.Errorf("g%d: nested Run has another state", g)
+						}
+						if _, ok := v.Get(); ok {
+							t.Errorf("g%d: sees value in fresh ctx", g)
+						}
+						return nil
+					})
+					// contend for a shared context
+					_ = shared.Run(func() error { runtime.Gosched(); return nil })
+					if dropImplicit() {
+						t.Errorf("g%d: dropImplicit inside a Run", g)
+					}
+					if before == nil {
+						unhold(gs)
+					}
+					switch i % 7 {
+					case 3:
+						panic(errPanic)
+					}
+					return nil
+				}
+				func() {
+					defer func() {
+						if r := recover(); r != nil && r != errPanic {
+							panic(r)
+						}
+					}()
+					_ = ctx.Run(body)
+				}()
+				after := state()
+				if hasImplicit {
+					if after != implGS {
+						t.Errorf("g%d: implicit state changed", g)
+					}
+					if got, _ := v.Get(); got >= 0 {
+						t.Errorf("g%d: implicit value %d", g, got)
+					}
+					if i%4 == 0 {
+						unhold(implGS)
+						if !dropImplicit() {
+							t.Errorf("g%d: dropImplicit failed", g)
+						}
+						hasImplicit, implGS = false, nil
+					}
+				} else if after != nil {
+					t.Errorf("g%d: state left after outermost Run", g)
+				}
+			}
+			// End: some exit with implicit, some Goexit inside a Run.
+			switch g % 3 {
+			case 0:
+				if !hasImplicit {
+					v.Set(1)
+					implGS = state()
+					hold(g, implGS)
+				}
+			case 1:
+				goexits.Add(1)
+				_ = New().Run(func() error { runtime.Goexit(); return nil })
+			}
+		})
+		gw.Wait()
+	}
+	for gen := range 3 {
+		wg.Go(func() { generation(gen) })
+	}
+	close(start)
+	wg.Wait()
+	close(stop)
+	sweeps.Wait()
+	sweepNow()
+	after := ReadStats()
+	if after.Goroutines != base.Goroutines || after.Implicit != base.Implicit || reg.implicit.Load() != int64(after.Implicit) {
+		t.Errorf("stats before %+v after %+v (reg.implicit %d)", base, after, reg.implicit.Load())
+	}
+}
+
+var errPanic = errors.New("review panic")
+
+// TestRegistry_sameBucketStormInSynctest: the storm, smaller, in a bubble.
+func TestRegistry_sameBucketStormInSynctest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		v := NewVar[int]("v")
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		sameSlot(6, &wg, func(g int) {
+			<-start
+			id := goroutineID()
+			for i := range 200 {
+				if i%3 == 0 {
+					v.Set(-1)
+				}
+				before := state()
+				_ = New().Run(func() error {
+					if before != nil && state() != before {
+						t.Errorf("second state")
+					}
+					if statesOf(id) != 1 {
+						t.Errorf("states %d", statesOf(id))
+					}
+					v.Set(i)
+					time.Sleep(time.Millisecond)
+					if got, _ := v.Get(); got != i {
+						t.Errorf("got %d", got)
+					}
+					return nil
+				})
+				if i%3 == 2 {
+					dropImplicit()
+				}
+			}
+			if g%2 == 0 {
+				v.Set(5) // exit holding an implicit context
+			}
+		})
+		close(start)
+		wg.Wait()
+	})
+	sweepNow()
+}
