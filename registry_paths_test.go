@@ -219,19 +219,7 @@ func TestRegistry_sameBucketStormWithSweeps(t *testing.T) {
 	}
 	unhold := func(gs *gstate) { holders.Delete(gs) }
 
-	stop := make(chan struct{})
-	var sweeps sync.WaitGroup
-	sweeps.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			sweepNow()
-			runtime.Gosched()
-		}
-	})
+	stopSweeps := sweepInBackground()
 	sweepNow()
 	base := ReadStats()
 	shared := New()
@@ -351,8 +339,7 @@ func TestRegistry_sameBucketStormWithSweeps(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
-	close(stop)
-	sweeps.Wait()
+	stopSweeps()
 	sweepNow()
 	after := ReadStats()
 	if after.Goroutines != base.Goroutines || after.Implicit != base.Implicit || reg.implicit.Load() != int64(after.Implicit) {

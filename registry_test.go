@@ -43,6 +43,25 @@ func sweepNow() {
 	}
 }
 
+// sweepInBackground sweeps over and over on another goroutine until the
+// returned stop is called, which waits for the sweep in progress.
+func sweepInBackground() (stop func()) {
+	done := make(chan struct{})
+	var sweeps sync.WaitGroup
+	sweeps.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			sweepNow()
+			runtime.Gosched()
+		}
+	})
+	return func() { close(done); sweeps.Wait() }
+}
+
 // heapInUse returns the live heap after a full collection.
 func heapInUse() uint64 {
 	runtime.GC()
@@ -293,19 +312,7 @@ func TestRegistry_sameBucketChurn(t *testing.T) {
 		iters = 3000
 	}
 	v := NewVar[int]("v")
-	stop := make(chan struct{})
-	var sweeps sync.WaitGroup
-	sweeps.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			sweepNow()
-			runtime.Gosched()
-		}
-	})
+	stopSweeps := sweepInBackground()
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	sameSlot(n, &wg, func(g int) {
@@ -337,8 +344,7 @@ func TestRegistry_sameBucketChurn(t *testing.T) {
 	})
 	close(start)
 	wg.Wait()
-	close(stop)
-	sweeps.Wait()
+	stopSweeps()
 }
 
 // statesOf counts the states in id's chain whose owner word is id.
