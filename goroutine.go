@@ -147,19 +147,33 @@ func current() *Context {
 // newImplicit registers the calling goroutine, which has no state, with an
 // implicit context, and returns its state; k is the var being set. It
 // panics, before registering, if implicit contexts are forbidden
-// (ForbidImplicit) or the goroutine runs a cgo callback (see Var.Set).
+// (ForbidImplicit) or the goroutine runs a cgo callback (see Var.Set); on
+// a goroutine that runs finalizers or cleanups, it keeps the state from
+// sweeps (registry.pin).
 //
 //go:noinline
 func newImplicit(k *varCore) *gstate {
 	if forbidImplicit.Load() {
 		panic(errOutsideRun(k.name, "implicit contexts are forbidden (ForbidImplicit)"))
 	}
-	if onCgoCallback() {
+	id := goroutineID()
+	switch outermostStart() {
+	case startCgoCallback:
 		panic(errOutsideRun(k.name, "in a cgo callback, whose goroutine the runtime reuses for other C threads; run the callback's body in Context.Run"))
+	case startHidden:
+		// A finalizer or cleanup: pinned before the state is claimed,
+		// so that no sweep drops it, though runtime.Stack leaves the
+		// goroutine out while it is idle.
+		reg.pin(id)
 	}
-	gs := reg.acquire(goroutineID(), true)
-	gs.current = new(Context)
-	gs.implicit = gs.current
+	gs := reg.acquire(id, true)
+	c := new(Context)
+	// Entered for good: the implicit context is current on this goroutine
+	// whenever it is outside any Run, so no Run may enter it, here or on
+	// another goroutine that got it from a SwitchHook. (Nothing leaves
+	// it: it is dropped whole.)
+	c.state.Store(enteredBit)
+	gs.current, gs.implicit = c, c
 	return gs
 }
 

@@ -2,6 +2,7 @@ package contextvars
 
 import (
 	"runtime"
+	"sync"
 	"testing"
 	"unsafe"
 
@@ -110,4 +111,34 @@ func TestGstate_layout(t *testing.T) {
 	assert.Equal(t, uintptr(192), unsafe.Sizeof(gs))
 	assert.LessOrEqual(t, unsafe.Offsetof(gs.cached)+unsafe.Sizeof(gs.cached), uintptr(64))
 	assert.Less(t, unsafe.Offsetof(gs.endID), unsafe.Offsetof(gs.cache))
+}
+
+// TestOnSwitch_implicitContextCannotBeEntered: a hook sees a goroutine's
+// implicit context (from, on its first Run); no Run may enter it, on another
+// goroutine or on its own, since it is current there outside any Run.
+func TestOnSwitch_implicitContextCannotBeEntered(t *testing.T) {
+	v := NewVar[int]("hooked")
+	var impl *Context
+	seen, ownerDone, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		v.Set(1) // the implicit context
+		var once sync.Once
+		remove := OnSwitch(func(from, to *Context) {
+			once.Do(func() { impl = from }) // entering: from is the implicit context
+		})
+		_ = New().Run(func() error { return nil })
+		remove()
+		close(seen)
+		<-ownerDone
+		assert.ErrorIs(t, impl.Run(func() error { return nil }), ErrAlreadyEntered, "its own goroutine")
+		dropImplicit()
+	}()
+	<-seen
+	require.NotNil(t, impl)
+	err := impl.Run(func() error { v.Set(2); return nil })
+	close(ownerDone)
+	<-done
+	assert.ErrorIs(t, err, ErrAlreadyEntered, "another goroutine")
+	assert.Equal(t, 1, impl.Len())
 }

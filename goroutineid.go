@@ -19,12 +19,14 @@ package contextvars
 // into Go (cgo): that goroutine belongs to an extra M that the runtime keeps
 // in a pool, so threads that call into Go one after another run on one
 // goroutine id, and between callbacks the goroutine is absent from
-// runtime.Stack. onCgoCallback tells such a goroutine by its outermost frame
-// (runtime.Callers is public API); the cgo test in internal/cgotest checks it.
+// runtime.Stack. outermostStart tells such a goroutine by its outermost
+// frame (runtime.Callers is public API); the cgo test in internal/cgotest
+// checks it. The goroutines on which the runtime runs finalizers and
+// cleanups are absent from runtime.Stack while idle too, and outermostStart
+// tells them the same way.
 
 import (
 	"runtime"
-	"runtime/debug"
 	"sync"
 
 	"github.com/petermattis/goid"
@@ -33,23 +35,44 @@ import (
 // goroutineID returns the calling goroutine's id.
 func goroutineID() uint64 { return uint64(goid.Get()) }
 
-// onCgoCallback reports whether the calling goroutine is the goroutine of a
-// C thread's callback into Go, which the runtime reuses for other threads.
-// Such a goroutine's stack starts with runtime.cgocallback just above
-// runtime.goexit; a goroutine started by a go statement starts with its
-// function, the main goroutine with runtime.main. (A callback from C code
-// that a Go goroutine called runs on that goroutine, whose stack starts with
-// Go frames: it is not one of these.)
-//
-// It walks the stack, about a microsecond, so it is for slow paths only, and
-// it answers at once in a process where no C thread can have called into Go:
-// one built as a program (not a C library) that has made no cgo call since
-// this package's init. (A C constructor that starts threads which call into
-// Go later would escape this; C code does not run otherwise.)
-func onCgoCallback() bool {
-	if !cgoLibrary && runtime.NumCgoCall() == cgoCallsAtInit {
-		return false
-	}
+// A goroutineStart classifies a goroutine by the function that starts its
+// stack (the frame just above runtime.goexit), as outermostStart reads it.
+type goroutineStart uint8
+
+const (
+	// startGo: a goroutine started by a go statement, or the main one.
+	startGo goroutineStart = iota
+
+	// startCgoCallback: the goroutine of a C thread's callback into Go,
+	// which the runtime reuses for other threads. Its stack starts with
+	// runtime.cgocallback; between callbacks it is absent from
+	// runtime.Stack. (A callback from C code that a Go goroutine called
+	// runs on that goroutine, whose stack starts with Go frames: it is
+	// not one of these.)
+	startCgoCallback
+
+	// startHidden: a goroutine of the runtime's that runs user code, the
+	// finalizer goroutine or one of the cleanup goroutines. runtime.Stack
+	// lists it only while it runs a finalizer or cleanup, so a sweep
+	// must not take its absence for an exit (sweeper.pinned). It never
+	// exits.
+	startHidden
+)
+
+// startNames are the starting functions of startCgoCallback and startHidden
+// goroutines, by name (runtime.runfinq is the finalizer goroutine's before
+// Go 1.25).
+var startNames = map[string]goroutineStart{
+	"runtime.cgocallback":   startCgoCallback,
+	"runtime.runFinalizers": startHidden,
+	"runtime.runfinq":       startHidden,
+	"runtime.runCleanups":   startHidden,
+}
+
+// outermostStart returns how the calling goroutine started. It walks the
+// stack, about a microsecond for a shallow one, so it is for slow paths
+// only: newImplicit, once per goroutine that makes an implicit context.
+func outermostStart() goroutineStart {
 	pcs := make([]uintptr, 64)
 	for {
 		n := runtime.Callers(0, pcs)
@@ -60,43 +83,23 @@ func onCgoCallback() bool {
 		pcs = make([]uintptr, 2*len(pcs))
 	}
 	if len(pcs) < 2 {
-		return false
+		return startGo
 	}
 	f := runtime.FuncForPC(pcs[len(pcs)-2] - 1)
 	if f == nil {
-		return false
+		return startGo
 	}
 	// Names cost more than the walk: remember each outermost function's.
 	entry := f.Entry()
 	if v, ok := outermost.Load(entry); ok {
-		return v.(bool)
+		return v.(goroutineStart)
 	}
-	cgo := f.Name() == "runtime.cgocallback"
-	outermost.Store(entry, cgo)
-	return cgo
+	k := startNames[f.Name()] // startGo if not named
+	outermost.Store(entry, k)
+	return k
 }
 
-// outermost caches, by function entry, whether the function that starts a
-// goroutine's stack is runtime.cgocallback. It holds one entry per function
+// outermost caches, by function entry, the goroutineStart of goroutines
+// whose stacks start with that function. It holds one entry per function
 // that starts goroutines which make implicit contexts: a bounded number.
 var outermost sync.Map
-
-// cgoCallsAtInit is runtime.NumCgoCall when the package was initialized:
-// the runtime makes a cgo call of its own at start-up where cgo is linked.
-var cgoCallsAtInit = runtime.NumCgoCall()
-
-// cgoLibrary reports that the program is built as a C library (buildmode
-// c-shared or c-archive), whose C callers may call into Go on threads of
-// their own without Go ever calling C.
-var cgoLibrary = func() bool {
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return true // unknown: check always
-	}
-	for _, s := range info.Settings {
-		if s.Key == "-buildmode" {
-			return s.Value == "c-shared" || s.Value == "c-archive"
-		}
-	}
-	return false
-}()

@@ -21,7 +21,11 @@ import (
 // [Var.In]. It must not panic, nor enter or leave contexts itself.
 //
 // A Set outside any Run, which makes the goroutine's implicit context, is
-// not a switch.
+// not a switch. But from (entering a goroutine's first Run) and to (leaving
+// it) may be that implicit context, which no Run can enter, on any
+// goroutine ([ErrAlreadyEntered]): it is current on its goroutine whenever
+// that goroutine is outside any Run. A hook that keeps it should keep a
+// Copy.
 type SwitchHook func(from, to *Context)
 
 // switchHooks is the registered hooks, nil if none: Run loads it once on

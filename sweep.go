@@ -13,9 +13,10 @@ package contextvars
 // vanishes from listings between callbacks; such a goroutine never holds an
 // implicit context: see Var.Set and goroutineid.go.) A sweep unlinks a dead
 // goroutine's state (registry.drop) and writes nothing of it. Sweeps are
-// serialized by sweepMu. (The runtime lists the goroutine that runs
-// finalizers only while it runs one, so an implicit context made by a
-// finalizer may be dropped between two of them; inside Run nothing is.)
+// serialized by sweepMu. (The runtime lists the goroutines that run
+// finalizers and cleanups only while they run one, and they never exit: a
+// state one of them claimed for an implicit context is pinned, and no sweep
+// takes it for dead; see sweeper.pinned.)
 //
 // Invariant: a sweep pays for itself, by count and by time.
 //   - By count: it runs only when the implicit entries number at least
@@ -94,6 +95,14 @@ type sweeper struct {
 	lastEnd   time.Time
 	lastPause time.Duration
 	exited    uint64
+
+	// pinned holds the ids of the goroutines that made implicit contexts
+	// while running a finalizer or a cleanup (startHidden): runtime.Stack
+	// leaves them out while idle, but they never exit, so no sweep drops
+	// their states. There are at most a few (the finalizer goroutine and
+	// the cleanup goroutines); an id stays pinned for good.
+	pinMu  sync.Mutex
+	pinned map[uint64]bool
 
 	// Counts for ReadStats.
 	sweeps                       uint64
@@ -229,9 +238,17 @@ func (r *registry) sweepLocked(bubbled bool) bool {
 		r.lastEnd, r.lastPause = time.Now(), pause
 		r.tracebackMax, r.tracebackTotal = max(r.tracebackMax, pause), r.tracebackTotal+pause
 	}
+	if sweepListed != nil {
+		sweepListed(cands)
+	}
 	if !fit {
 		return false
 	}
+	r.pinMu.Lock()
+	for id := range r.pinned {
+		delete(cands, id) // alive, though not listed: see sweeper.pinned
+	}
+	r.pinMu.Unlock()
 	// cands now holds the dead.
 	var dropped int64
 	for _, gs := range cands {
@@ -317,3 +334,17 @@ func inBubble() bool {
 	now := time.Now()
 	return now == now.Round(0)
 }
+
+// pin keeps the states of goroutine id from every sweep: see sweeper.pinned.
+func (r *registry) pin(id uint64) {
+	r.pinMu.Lock()
+	defer r.pinMu.Unlock()
+	if r.pinned == nil {
+		r.pinned = make(map[uint64]bool)
+	}
+	r.pinned[id] = true
+}
+
+// sweepListed, if set (by tests), is called by a sweep after its listing of
+// the live goroutines, with the candidates the listing lacked.
+var sweepListed func(cands map[uint64]*gstate)
