@@ -20,12 +20,11 @@ package contextvars
 //   - A gstate's owner word is 0 (free) or its goroutine's id, with
 //     ownerImplicit if that goroutine holds an implicit context. Only a
 //     goroutine writes its own id into an owner word (claim, lookupOrClaim,
-//     push), and only it
-//     clears it (free); a sweep never writes an owner word, it unlinks the
-//     state of an exited goroutine from its chain. So a goroutine that reads
-//     its own id in a state's owner word has found its own state, however
-//     the state got there: a lookup is loads and owner comparisons,
-//     validated by the id, with no lock.
+//     push), and only it clears it (free); a sweep never writes an owner
+//     word, it unlinks the state of an exited goroutine from its chain. So
+//     a goroutine that reads its own id in a state's owner word has found
+//     its own state, however the state got there: a lookup is loads and
+//     owner comparisons, validated by the id, with no lock.
 //   - A goroutine's state is in its home bucket's chain while the goroutine
 //     owns it. Only the bucket's mutex holder changes a chain: it publishes
 //     a new state at the head with an atomic store, after setting the
@@ -229,11 +228,10 @@ func (b *bucket) push(owner uint64) *gstate {
 	gs.next.Store(old)
 	b.head.Store(gs) // publishes gs with its owner and next
 	// If old was freed after the compare-and-swap in claim (or
-	// lookupOrClaim) failed, it is
-	// now free behind the head, where no claim looks: take it out. (A
-	// free that comes after this push sees it is no longer the head and
-	// takes itself out: see free. Atomics are sequentially consistent,
-	// so one of the two sees the other.)
+	// lookupOrClaim) failed, it is now free behind the head, where no
+	// claim looks: take it out. (A free that comes after this push sees
+	// it is no longer the head and takes itself out: see free. Atomics are
+	// sequentially consistent, so one of the two sees the other.)
 	if old != nil && atomic.CompareAndSwapUint64(&old.owner, 0, ownerUnlinked) {
 		gs.next.Store(old.next.Load())
 	}

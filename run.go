@@ -94,7 +94,8 @@ func (c *Context) switchTo() (gs *gstate, prev *Context) {
 	return gs, prev
 }
 
-// exit undoes begin's switch. It runs deferred, so on return, panic and Goexit alike.
+// exit undoes begin's switch. It runs deferred, so on return, panic and
+// Goexit alike.
 func (c *Context) exit(gs *gstate, prev *Context) {
 	if hs := switchHooks.Load(); hs != nil {
 		hs.call(c, prev)
