@@ -157,7 +157,7 @@ func newImplicit(k *varCore) *gstate {
 		panic(errOutsideRun(k.name, "implicit contexts are forbidden (ForbidImplicit)"))
 	}
 	id := goroutineID()
-	switch outermostStart() {
+	switch startOf(id) {
 	case startCgoCallback:
 		panic(errOutsideRun(k.name, "in a cgo callback, whose goroutine the runtime reuses for other C threads; run the callback's body in Context.Run"))
 	case startHidden:

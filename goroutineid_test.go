@@ -3,6 +3,7 @@ package contextvars
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/petermattis/goid"
@@ -51,4 +52,23 @@ func TestGoroutineID_distinct(t *testing.T) {
 	assert.Empty(t, seen, "the listing lacks live goroutines")
 	close(release)
 	wg.Wait()
+}
+
+// TestStartOf: an ordinary goroutine is walked once and then found in the
+// ordinary table; the finalizer goroutine is told apart every time, and
+// never entered in the table.
+func TestStartOf(t *testing.T) {
+	id := goroutineID()
+	assert.Equal(t, startGo, startOf(id))
+	assert.Equal(t, id, ordinary[id%uint64(len(ordinary))].Load(), "an ordinary goroutine is remembered")
+	assert.Equal(t, startGo, startOf(id))
+
+	var fin [2]goroutineStart
+	var fid atomic.Uint64
+	for i := range fin {
+		<-onFinalizer(func() { fid.Store(goroutineID()); fin[i] = startOf(goroutineID()) })
+	}
+	assert.Equal(t, [2]goroutineStart{startHidden, startHidden}, fin, "the finalizer goroutine, twice")
+	f := fid.Load()
+	assert.NotEqual(t, f, ordinary[f%uint64(len(ordinary))].Load(), "the finalizer goroutine is not remembered as ordinary")
 }
