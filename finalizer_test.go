@@ -81,7 +81,7 @@ func TestSweep_finalizerRunDuringSweep(t *testing.T) {
 	var statesInRun int
 	var done <-chan struct{}
 	hit := false
-	sweepListed = func(cands map[uint64]*gstate) {
+	setSweepListed(func(cands map[uint64]*gstate) {
 		if _, ok := cands[id]; !ok || hit {
 			return // listed, or done already
 		}
@@ -100,8 +100,8 @@ func TestSweep_finalizerRunDuringSweep(t *testing.T) {
 			_, afterV = v.Get()
 		})
 		<-entered
-	}
-	defer func() { sweepListed = nil }()
+	})
+	defer setSweepListed(nil)
 	for deadline := time.Now().Add(5 * time.Second); !hit && time.Now().Before(deadline); {
 		sweepNow()
 	}
@@ -112,4 +112,12 @@ func TestSweep_finalizerRunDuringSweep(t *testing.T) {
 	assert.Equal(t, 1, statesInRun, "one state for the goroutine inside its Run")
 	assert.False(t, afterW, "a value set inside the Run is not seen after it")
 	assert.True(t, afterV, "the finalizer goroutine's implicit context survives sweeps")
+}
+
+// setSweepListed sets the sweeps' test hook, with sweepMu held: sweeps
+// started by timers read it too.
+func setSweepListed(f func(cands map[uint64]*gstate)) {
+	reg.sweepMu.Lock()
+	defer reg.sweepMu.Unlock()
+	sweepListed = f
 }

@@ -238,11 +238,11 @@ func (r *registry) sweepLocked(bubbled bool) bool {
 		r.lastEnd, r.lastPause = time.Now(), pause
 		r.tracebackMax, r.tracebackTotal = max(r.tracebackMax, pause), r.tracebackTotal+pause
 	}
-	if sweepListed != nil {
-		sweepListed(cands)
-	}
 	if !fit {
 		return false
+	}
+	if sweepListed != nil {
+		sweepListed(cands)
 	}
 	r.pinMu.Lock()
 	for id := range r.pinned {
@@ -345,6 +345,7 @@ func (r *registry) pin(id uint64) {
 	r.pinned[id] = true
 }
 
-// sweepListed, if set (by tests), is called by a sweep after its listing of
-// the live goroutines, with the candidates the listing lacked.
+// sweepListed, if set (by tests, with sweepMu held), is called by a sweep
+// after a listing of the live goroutines that fit, with the candidates the
+// listing lacked, before any of them is dropped.
 var sweepListed func(cands map[uint64]*gstate)
