@@ -393,30 +393,6 @@ func TestRegistry_sameBucketStormInSynctest(t *testing.T) {
 	sweepNow()
 }
 
-// pushExited makes a goroutine of bucket home set a var outside Run (its
-// implicit state goes in front of the chain) and exit, or (free=true) run
-// and leave a Run so that a free state is left; returns its id.
-func pushExited(home uint64, v *Var[int], free bool) uint64 {
-	for {
-		done := make(chan uint64)
-		go func() {
-			if bucketIndex(goroutineID()) != home {
-				done <- 0
-				return
-			}
-			if free {
-				_ = New().Run(func() error { return nil })
-			} else {
-				v.Set(2)
-			}
-			done <- goroutineID()
-		}()
-		if a := <-done; a != 0 {
-			return a
-		}
-	}
-}
-
 // TestRegistry_copyLookupResetWhileHeadsDrop: B, inside a Run (and, in the
 // other mode, outside any Run holding an implicit context), loops over
 // CopyContext, Lookup, Set/Reset, Get, nested Run and a switch hook that

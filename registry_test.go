@@ -43,6 +43,30 @@ func sweepNow() {
 	}
 }
 
+// pushExited makes a goroutine of bucket home set a var outside Run (its
+// implicit state goes in front of the chain) and exit, or (free=true) run
+// and leave a Run so that a free state is left; returns its id.
+func pushExited(home uint64, v *Var[int], free bool) uint64 {
+	for {
+		done := make(chan uint64)
+		go func() {
+			if bucketIndex(goroutineID()) != home {
+				done <- 0
+				return
+			}
+			if free {
+				_ = New().Run(func() error { return nil })
+			} else {
+				v.Set(2)
+			}
+			done <- goroutineID()
+		}()
+		if a := <-done; a != 0 {
+			return a
+		}
+	}
+}
+
 // sweepInBackground sweeps over and over on another goroutine until the
 // returned stop is called, which waits for the sweep in progress.
 func sweepInBackground() (stop func()) {
@@ -487,19 +511,7 @@ func TestRegistry_lookupWhileSweepDropsHead(t *testing.T) {
 	for range trials {
 		// A: a goroutine of B's bucket sets a var outside any Run, which
 		// pushes its implicit state in front of B's, and exits.
-		var a uint64
-		for a == 0 {
-			done := make(chan uint64)
-			go func() {
-				if bucketIndex(goroutineID()) != home {
-					done <- 0
-					return
-				}
-				v.Set(2)
-				done <- goroutineID()
-			}()
-			a = <-done
-		}
+		a := pushExited(home, v, false)
 		for statesOf(a) != 0 {
 			sweepNow() // drops A's state: B's becomes the head
 			runtime.Gosched()
