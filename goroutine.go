@@ -43,6 +43,10 @@ type gstate struct {
 
 	cached bool // some entry of cache may be set
 
+	// home is the bucket whose chain the state is in (registry.go): set
+	// before the state is published, and never changed.
+	home *bucket
+
 	// cache remembers the last lookups of vars in tries of more than one
 	// var, as CPython's ContextVar caches its last value: reading a var
 	// again costs what reading the only var of a context costs, however
@@ -60,7 +64,7 @@ type gstate struct {
 	// state up to a size class of its own (192 bytes), so that states of
 	// goroutines on different cores, which are allocated side by side,
 	// share few cache lines.
-	_ [40]byte
+	_ [32]byte
 }
 
 // clearCache drops the goroutine's lookup cache.

@@ -23,12 +23,11 @@ import (
 
 // checkTops checks the invariant behind bucket.top: every state claimed in
 // a chain has an id no higher than its bucket's top, and sits in its home
-// bucket. The owner is loaded before top, as a claim raises top before it
+// bucket (or sub-bucket). The owner is loaded before top, as a claim raises top before it
 // writes the owner.
 func checkTops(t *testing.T) (bad int) {
 	t.Helper()
-	for i := range reg.buckets {
-		b := &reg.buckets[i]
+	check := func(b *bucket, i, j int) {
 		for gs := b.head.Load(); gs != nil; gs = gs.next.Load() {
 			o := atomic.LoadUint64(&gs.owner)
 			if o == 0 || o&ownerUnlinked != 0 {
@@ -37,11 +36,24 @@ func checkTops(t *testing.T) (bad int) {
 			id := o & ownerIDMask
 			if top := b.top.Load(); id > top {
 				bad++
-				t.Errorf("bucket %d: state of goroutine %d above top %d", i, id, top)
+				t.Errorf("bucket %d/%d: state of goroutine %d above top %d", i, j, id, top)
 			}
-			if bucketIndex(id) != uint64(i) {
+			if bucketIndex(id) != uint64(i) || j >= 0 && subIndex(id) != uint64(j) {
 				bad++
-				t.Errorf("state of goroutine %d in bucket %d, home %d", id, i, bucketIndex(id))
+				t.Errorf("state of goroutine %d in bucket %d/%d, home %d/%d", id, i, j, bucketIndex(id), subIndex(id))
+			}
+			if gs.home != b {
+				bad++
+				t.Errorf("state of goroutine %d in bucket %d/%d has another home", id, i, j)
+			}
+		}
+	}
+	for i := range reg.buckets {
+		hb := &reg.buckets[i]
+		check(&hb.bucket, i, -1)
+		if sub := hb.sub.Load(); sub != nil {
+			for j := range sub {
+				check(&sub[j], i, j)
 			}
 		}
 	}

@@ -12,8 +12,16 @@ package contextvars
 // The shape: a fixed array of numBuckets buckets, each the home of the
 // goroutine ids whose hash lands there. A bucket is a chain of states,
 // linked through gstate.next, read without a lock and changed under the
-// bucket's mutex. Nothing grows, freezes or moves: a state stays in its
-// chain until it is freed or dropped.
+// bucket's mutex. A bucket whose chain has grown to crowded states gets
+// numSub sub-buckets of its own (homeBucket.sub), made once and kept, and
+// its goroutines claim states there from then on, by more bits of the same
+// hash; the states already in its chain stay there. So a lookup walks at
+// most about crowded states of the bucket's own chain, and a chain of its
+// sub-bucket, which is short up to numBuckets × numSub × crowded
+// goroutines (half a million). Nothing else grows, and nothing freezes or
+// moves: a state stays in the chain it was pushed on (gstate.home) until
+// it is freed or dropped. (Moving a state to another chain would send a
+// lookup standing on it into that chain, past its own state.)
 //
 // Invariants, and why they hold:
 //
@@ -25,8 +33,8 @@ package contextvars
 //     a goroutine that reads its own id in a state's owner word has found
 //     its own state, however the state got there: a lookup is loads and
 //     owner comparisons, validated by the id, with no lock.
-//   - A goroutine's state is in its home bucket's chain while the goroutine
-//     owns it. Only the bucket's mutex holder changes a chain: it publishes
+//   - A goroutine's state is in its home bucket's chain, or in its
+//     sub-bucket's, while the goroutine owns it. Only the bucket's mutex holder changes a chain: it publishes
 //     a new state at the head with an atomic store, after setting the
 //     state's owner and next, and unlinks a state by an atomic store of its
 //     predecessor's next (or the head), leaving the unlinked state's own
@@ -46,9 +54,9 @@ package contextvars
 //   - Every claim makes progress: it takes a free state in the chain (one
 //     compare-and-swap of its owner), or pushes a new one under the bucket's
 //     mutex, which is held only for a push or an unlink, never for a wait.
-//   - The registry keeps at most one free state per bucket for reuse: a
-//     goroutine frees the chain's head by clearing its owner (no lock), any
-//     other state by unlinking it; a free of the head that races with a push
+//   - The registry keeps at most one free state per home bucket for reuse
+//     (none in sub-buckets): a goroutine frees the head of a home bucket's
+//     chain by clearing its owner (no lock), any other state by unlinking it; a free of the head that races with a push
 //     in front of it is taken out by whichever of the two comes second (free,
 //     claim), and a sweep prunes any free state behind a head all the same. So after any peak of goroutines the chains shrink back, and
 //     the free states kept come to at most numBuckets.
@@ -76,12 +84,22 @@ const (
 
 // bucketBits sets the number of buckets: 4096. With G goroutines in the
 // package at once, chains are G/4096 long on average, so a lookup that misses
-// the head of its chain is rare below a thousand goroutines and a few loads
-// at 100,000; the free states the buckets keep for reuse come to at most
-// 4096 × 192 bytes, 768 KiB, after any peak.
+// the head of its chain is rare below a thousand goroutines. Each state
+// behind the head costs a lookup a load, a cache miss where the goroutine
+// has been idle: so a bucket whose chain reaches crowded states gets numSub
+// sub-buckets (see the file comment), and at 100,000 goroutines a lookup
+// walks two or three states, not 24. The free states the buckets keep for
+// reuse come to at most 4096 × 192 bytes, 768 KiB, after any peak (none is
+// kept in a sub-bucket), and the sub-buckets, once made, to at most
+// 4096 × numSub × 32 bytes, 2 MiB, after a peak of some 30,000 goroutines
+// or more (which took at least 30,000 stacks).
 const (
 	bucketBits = 12
 	numBuckets = 1 << bucketBits
+
+	crowded = 8 // states in a bucket's own chain that make it crowded
+	subBits = 4 // a crowded bucket has 1<<subBits sub-buckets
+	numSub  = 1 << subBits
 )
 
 // reg is the registry of goroutine states. It is a variable, not a pointer,
@@ -90,7 +108,7 @@ var reg registry
 
 // registry maps goroutine ids to their states; see the file comment.
 type registry struct {
-	buckets [numBuckets]bucket
+	buckets [numBuckets]homeBucket
 
 	implicit atomic.Int64 // implicit entries in all chains
 	sweepAt  atomic.Int64 // implicit entries at which to check whether a sweep is due
@@ -109,15 +127,66 @@ type bucket struct {
 	// new goroutine's. Only a goroutine looks up its own id, and it raises
 	// top before it claims, so program order makes the test exact for it.
 	top atomic.Uint64
+
+	// n is the number of states in the chain, free ones included:
+	// changed with mu held, read without it to see whether a home
+	// bucket is crowded.
+	n atomic.Int32
+
+	// isSub marks a sub-bucket, which keeps no free state for reuse: a
+	// free unlinks the state, so that after a peak of goroutines the
+	// registry keeps at most numBuckets free states, whatever it grew.
+	isSub bool
+}
+
+// homeBucket is a bucket of the registry's array: a bucket, and the
+// sub-buckets it gets when it is crowded.
+type homeBucket struct {
+	bucket
+
+	// sub is nil until the bucket's chain has held crowded states, then
+	// its sub-buckets, for good: a goroutine whose home this is claims
+	// its state in sub[subIndex(id)] from then on.
+	sub atomic.Pointer[[numSub]bucket]
 }
 
 // bucketOf returns the home bucket of goroutine id. Goroutine ids are dense
 // and nearly sequential; multiplying by 2^64/φ (Knuth's Fibonacci hashing)
 // and keeping the top bits spreads them over the buckets.
-func (r *registry) bucketOf(id uint64) *bucket { return &r.buckets[bucketIndex(id)] }
+func (r *registry) bucketOf(id uint64) *homeBucket { return &r.buckets[bucketIndex(id)] }
 
 // bucketIndex returns the index of bucketOf(id).
 func bucketIndex(id uint64) uint64 { return (id * 0x9e3779b97f4a7c15) >> (64 - bucketBits) }
+
+// subIndex returns the index of id's sub-bucket in its crowded home bucket:
+// the hash's next bits.
+func subIndex(id uint64) uint64 {
+	return (id * 0x9e3779b97f4a7c15) >> (64 - bucketBits - subBits) & (numSub - 1)
+}
+
+// claimBucket returns the bucket in which a goroutine of home bucket hb
+// with id claims a state: hb itself, or its sub-bucket if hb is crowded.
+func (hb *homeBucket) claimBucket(id uint64) *bucket {
+	if sub := hb.sub.Load(); sub != nil {
+		return &sub[subIndex(id)]
+	}
+	return &hb.bucket
+}
+
+// find returns the state in b's chain whose owner is id, or nil: a walk
+// from a head it loads itself (see lookupSlow), unless no goroutine as
+// high as id ever claimed a state in b.
+func (b *bucket) find(id uint64) *gstate {
+	if id > b.top.Load() {
+		return nil // never claimed here: see bucket.top
+	}
+	for gs := b.head.Load(); gs != nil; gs = gs.next.Load() {
+		if atomic.LoadUint64(&gs.owner)&^ownerImplicit == id {
+			return gs
+		}
+	}
+	return nil
+}
 
 // atHome returns the state of the goroutine with id if it is the head of
 // its chain, else nil: the fast path of a lookup, small enough to inline.
@@ -140,16 +209,13 @@ func (r *registry) atHome(id uint64) *gstate {
 //
 //go:noinline
 func (r *registry) lookupSlow(id uint64) *gstate {
-	b := r.bucketOf(id)
-	if id > b.top.Load() {
-		return nil // never claimed here: see bucket.top
-	}
-	for gs := b.head.Load(); gs != nil; gs = gs.next.Load() {
-		if atomic.LoadUint64(&gs.owner)&^ownerImplicit == id {
+	hb := r.bucketOf(id)
+	if sub := hb.sub.Load(); sub != nil {
+		if gs := sub[subIndex(id)].find(id); gs != nil {
 			return gs
 		}
 	}
-	return nil
+	return hb.find(id)
 }
 
 // lookupOrClaim returns the state of the calling goroutine, whose id is id,
@@ -160,7 +226,14 @@ func (r *registry) lookupSlow(id uint64) *gstate {
 //
 //go:noinline
 func (r *registry) lookupOrClaim(id uint64) *gstate {
-	b := r.bucketOf(id)
+	hb := r.bucketOf(id)
+	if hb.sub.Load() != nil {
+		if gs := r.lookupSlow(id); gs != nil {
+			return gs
+		}
+		return hb.claimBucket(id).claim(id)
+	}
+	b := &hb.bucket
 	if t := b.top.Load(); id <= t {
 		for gs := b.head.Load(); gs != nil; gs = gs.next.Load() {
 			if atomic.LoadUint64(&gs.owner)&^ownerImplicit == id {
@@ -187,7 +260,7 @@ func (r *registry) acquire(id uint64, implicit bool) *gstate {
 	if implicit {
 		owner |= ownerImplicit
 	}
-	gs := r.bucketOf(id).claim(owner)
+	gs := r.bucketOf(id).claimBucket(id).claim(owner)
 	if implicit && r.implicit.Add(1) >= r.sweepAt.Load() {
 		r.maybeSweep()
 	}
@@ -222,11 +295,12 @@ func (b *bucket) raiseTop(id uint64) {
 //
 //go:noinline
 func (b *bucket) push(owner uint64) *gstate {
-	gs := &gstate{owner: owner}
+	gs := &gstate{owner: owner, home: b}
 	b.mu.Lock()
 	old := b.head.Load()
 	gs.next.Store(old)
-	b.head.Store(gs) // publishes gs with its owner and next
+	b.head.Store(gs) // publishes gs with its owner, home and next
+	n := b.n.Add(1)
 	// If old was freed after the compare-and-swap in claim (or
 	// lookupOrClaim) failed, it is now free behind the head, where no
 	// claim looks: take it out. (A free that comes after this push sees
@@ -234,9 +308,29 @@ func (b *bucket) push(owner uint64) *gstate {
 	// sequentially consistent, so one of the two sees the other.)
 	if old != nil && atomic.CompareAndSwapUint64(&old.owner, 0, ownerUnlinked) {
 		gs.next.Store(old.next.Load())
+		n = b.n.Add(-1)
 	}
 	b.mu.Unlock()
+	if n >= crowded {
+		reg.crowd(owner & ownerIDMask)
+	}
 	return gs
+}
+
+// crowd gives the home bucket of goroutine id its sub-buckets, if it has
+// none and is one (not a sub-bucket) whose chain is crowded: later claims
+// go there. The states in the chain stay; see the file comment.
+//
+//go:noinline
+func (r *registry) crowd(id uint64) {
+	hb := r.bucketOf(id)
+	if hb.n.Load() >= crowded && hb.sub.Load() == nil {
+		sub := new([numSub]bucket)
+		for i := range sub {
+			sub[i].isSub = true
+		}
+		hb.sub.CompareAndSwap(nil, sub)
+	}
 }
 
 // unlinkLocked removes gs from b's chain, if it is there. b.mu must be
@@ -244,11 +338,13 @@ func (b *bucket) push(owner uint64) *gstate {
 func (b *bucket) unlinkLocked(gs *gstate) bool {
 	if b.head.Load() == gs {
 		b.head.Store(gs.next.Load())
+		b.n.Add(-1)
 		return true
 	}
 	for p := b.head.Load(); p != nil; p = p.next.Load() {
 		if p.next.Load() == gs {
 			p.next.Store(gs.next.Load())
+			b.n.Add(-1)
 			return true
 		}
 	}
@@ -256,8 +352,8 @@ func (b *bucket) unlinkLocked(gs *gstate) bool {
 }
 
 // free gives up gs, the calling goroutine's state, whose owner word is owner:
-// it clears the fields, then frees the state in place if it is its chain's
-// head (kept for reuse), or unlinks it.
+// it clears the fields, then frees the state in place if it is the head of
+// a home bucket's chain (kept for reuse), or unlinks it.
 func (r *registry) free(gs *gstate, owner uint64) {
 	gs.current, gs.implicit = nil, nil
 	if gs.cached {
@@ -266,8 +362,8 @@ func (r *registry) free(gs *gstate, owner uint64) {
 	if owner&ownerImplicit != 0 {
 		r.implicit.Add(-1)
 	}
-	b := r.bucketOf(owner & ownerIDMask)
-	if b.head.Load() == gs {
+	b := gs.home
+	if b.head.Load() == gs && !b.isSub {
 		// The atomic store orders the writes above before the next
 		// owner's claim. Nobody else writes a claimed owner word, so
 		// there is nothing to compare.
@@ -293,8 +389,8 @@ func (r *registry) free(gs *gstate, owner uint64) {
 // states the chains hold. States claimed or freed meanwhile may or may not
 // be seen.
 func (r *registry) eachState(fn func(gs *gstate, owner uint64, overflow bool)) (free int) {
-	for i := range r.buckets {
-		head := r.buckets[i].head.Load()
+	r.eachBucket(func(b *bucket) {
+		head := b.head.Load()
 		for gs := head; gs != nil; gs = gs.next.Load() {
 			switch o := atomic.LoadUint64(&gs.owner); {
 			case o == 0:
@@ -303,8 +399,21 @@ func (r *registry) eachState(fn func(gs *gstate, owner uint64, overflow bool)) (
 				fn(gs, o, gs != head)
 			}
 		}
-	}
+	})
 	return free
+}
+
+// eachBucket calls fn with each bucket, sub-buckets included.
+func (r *registry) eachBucket(fn func(b *bucket)) {
+	for i := range r.buckets {
+		hb := &r.buckets[i]
+		fn(&hb.bucket)
+		if sub := hb.sub.Load(); sub != nil {
+			for j := range sub {
+				fn(&sub[j])
+			}
+		}
+	}
 }
 
 // eachOwner calls fn with the owner word of each state in use.
@@ -320,7 +429,7 @@ func (r *registry) drop(gs *gstate, owner uint64) bool {
 	if atomic.LoadUint64(&gs.owner) != owner {
 		return false // not the state the sweep listed
 	}
-	b := r.bucketOf(owner & ownerIDMask)
+	b := gs.home
 	b.mu.Lock()
 	ok := b.unlinkLocked(gs)
 	b.mu.Unlock()
@@ -336,20 +445,20 @@ func (r *registry) drop(gs *gstate, owner uint64) bool {
 // compare-and-swap before unlinking it, so a claim racing with it either
 // took the state first (and it stays) or fails and looks on.
 func (r *registry) pruneFree() {
-	for i := range r.buckets {
-		b := &r.buckets[i]
+	r.eachBucket(func(b *bucket) {
 		if head := b.head.Load(); head == nil || head.next.Load() == nil {
-			continue
+			return
 		}
 		b.mu.Lock()
 		for p := b.head.Load(); p != nil; {
 			n := p.next.Load()
 			if n != nil && atomic.CompareAndSwapUint64(&n.owner, 0, ownerUnlinked) {
 				p.next.Store(n.next.Load())
+				b.n.Add(-1)
 				continue
 			}
 			p = n
 		}
 		b.mu.Unlock()
-	}
+	})
 }

@@ -313,7 +313,10 @@ func TestRegistry_claimWhenSlotTaken(t *testing.T) {
 			t.Fatal("a goroutine whose home slot is taken could not enter Run")
 		}
 	}
-	assert.GreaterOrEqual(t, ReadStats().Overflow, n-1, "all but one are behind the head of the chain")
+	// The first crowded of them made the bucket's chain; the bucket got
+	// sub-buckets then, where the others are.
+	assert.GreaterOrEqual(t, ReadStats().Overflow, crowded-1, "all but one of the bucket's own chain are behind its head")
+	assert.NotNil(t, reg.bucketOf(goroutineID()).sub.Load(), "a crowded bucket gets sub-buckets")
 	close(release)
 	for range n {
 		<-nested
@@ -371,14 +374,27 @@ func TestRegistry_sameBucketChurn(t *testing.T) {
 	stopSweeps()
 }
 
-// statesOf counts the states in id's chain whose owner word is id.
+// statesOf counts the states in id's chains (its home bucket's and its
+// sub-bucket's) whose owner word is id.
 func statesOf(id uint64) (n int) {
-	for gs := reg.bucketOf(id).head.Load(); gs != nil; gs = gs.next.Load() {
-		if atomic.LoadUint64(&gs.owner)&^ownerImplicit == id {
-			n++
+	for _, b := range chainsOf(id) {
+		for gs := b.head.Load(); gs != nil; gs = gs.next.Load() {
+			if atomic.LoadUint64(&gs.owner)&^ownerImplicit == id {
+				n++
+			}
 		}
 	}
 	return n
+}
+
+// chainsOf returns the buckets in which goroutine id's state may be: its
+// home bucket, and its sub-bucket if the home bucket is crowded.
+func chainsOf(id uint64) []*bucket {
+	hb := reg.bucketOf(id)
+	if sub := hb.sub.Load(); sub != nil {
+		return []*bucket{&hb.bucket, &sub[subIndex(id)]}
+	}
+	return []*bucket{&hb.bucket}
 }
 
 // TestRegistry_nestedRunBehindHead: a goroutine inside a Run whose state is
@@ -423,12 +439,15 @@ func TestRegistry_nestedRunBehindHead(t *testing.T) {
 	t.Logf("allocs per nested Run behind the head: %v (New() itself allocates)", nestedAllocs)
 }
 
-// chainOf returns the length of id's chain and how many of its states are free.
+// chainOf returns the length of id's chains (see chainsOf) and how many of
+// their states are free.
 func chainOf(id uint64) (length, free int) {
-	for gs := reg.bucketOf(id).head.Load(); gs != nil; gs = gs.next.Load() {
-		length++
-		if atomic.LoadUint64(&gs.owner) == 0 {
-			free++
+	for _, b := range chainsOf(id) {
+		for gs := b.head.Load(); gs != nil; gs = gs.next.Load() {
+			length++
+			if atomic.LoadUint64(&gs.owner) == 0 {
+				free++
+			}
 		}
 	}
 	return length, free
@@ -520,4 +539,150 @@ func TestRegistry_lookupWhileSweepDropsHead(t *testing.T) {
 	stop.Store(true)
 	assert.False(t, <-leaked, "a value set inside the Run is seen after it")
 	assert.Zero(t, misses.Load(), "Gets inside the Run that saw no value")
+}
+
+// idsOf returns n ids above every live goroutine's, in order, for which
+// keep is true: ids for registry-level tests, each used by one goroutine
+// only, as the registry requires.
+func idsOf(n int, keep func(id uint64) bool) []uint64 {
+	var ids []uint64
+	for id := goroutineID() + 1<<40; len(ids) < n; id++ {
+		if keep(id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// TestRegistry_crowdedBucket: goroutines of one home bucket, more than
+// crowded of them, sit inside Runs and implicit contexts at once. The
+// bucket gets sub-buckets; every goroutine finds its own state (in the
+// bucket's chain or its sub-bucket's) and value; when they are gone, no
+// entry is left, and no sub-bucket keeps a free state.
+func TestRegistry_crowdedBucket(t *testing.T) {
+	const n = 3 * crowded
+	v := NewVar[int]("v")
+	sweepNow()
+	base := ReadStats()
+	home := bucketIndex(goroutineID())
+	inside, release := make(chan uint64, n), make(chan struct{})
+	var wg sync.WaitGroup
+	sameSlot(n, &wg, func(i int) {
+		body := func() {
+			v.Set(i)
+			inside <- goroutineID()
+			<-release
+			if got, _ := v.Get(); got != i {
+				t.Errorf("goroutine %d sees %d", i, got)
+			}
+			_ = New().Run(func() error { // nested: the same state
+				if _, ok := v.Get(); ok {
+					t.Errorf("goroutine %d sees a value in a new context", i)
+				}
+				return nil
+			})
+		}
+		if i%2 == 0 {
+			_ = New().Run(func() error { body(); return nil })
+		} else {
+			body() // an implicit context
+			dropImplicit()
+		}
+	})
+	var ids []uint64
+	for range n {
+		ids = append(ids, <-inside)
+	}
+	hb := &reg.buckets[home]
+	require.NotNil(t, hb.sub.Load(), "a bucket of %d goroutines is crowded", n)
+	inSub := 0
+	for _, id := range ids {
+		assert.Equal(t, 1, statesOf(id), "goroutine %d has one state", id)
+		for _, b := range chainsOf(id)[1:] {
+			for gs := b.head.Load(); gs != nil; gs = gs.next.Load() {
+				if atomic.LoadUint64(&gs.owner)&ownerIDMask == id {
+					inSub++
+					assert.Same(t, b, gs.home)
+				}
+			}
+		}
+	}
+	assert.Greater(t, inSub, 0, "claims after the crowding are in sub-buckets")
+	assert.LessOrEqual(t, int(hb.n.Load()), crowded+2, "the bucket's own chain stops growing near crowded")
+	assert.Zero(t, checkTops(t))
+	close(release)
+	wg.Wait()
+	after := ReadStats()
+	assert.Equal(t, base.Goroutines, after.Goroutines, "no entry left")
+	assert.Equal(t, base.Implicit, after.Implicit)
+	for j := range hb.sub.Load() {
+		b := &hb.sub.Load()[j]
+		for gs := b.head.Load(); gs != nil; gs = gs.next.Load() {
+			t.Errorf("sub-bucket %d keeps a state, owner %#x", j, atomic.LoadUint64(&gs.owner))
+		}
+	}
+}
+
+// TestRegistry_subBucketChurn is TestRegistry_sameBucketChurn in one
+// sub-bucket, at the registry's level (ids that no goroutine has, each used
+// by one goroutine): states of the crowded bucket's own chain stay found,
+// and claims and frees in the sub-bucket, racing with one another and with
+// sweeps' prunes, never lose a state or find another's.
+func TestRegistry_subBucketChurn(t *testing.T) {
+	iters := 2000
+	if long() {
+		iters = 20000
+	}
+	home := bucketIndex(goroutineID() + 1<<40)
+	legacy := idsOf(crowded, func(id uint64) bool { return bucketIndex(id) == home })
+	hb := &reg.buckets[home]
+	var held []*gstate
+	for _, id := range legacy {
+		held = append(held, reg.lookupOrClaim(id))
+	}
+	require.NotNil(t, hb.sub.Load(), "crowded by %d states", crowded)
+	sub := subIndex(legacy[len(legacy)-1] + 1)
+	churners := idsOf(6, func(id uint64) bool {
+		return id > legacy[len(legacy)-1] && bucketIndex(id) == home && subIndex(id) == sub
+	})
+	stopSweeps := sweepInBackground()
+	var wg sync.WaitGroup
+	for g, id := range churners {
+		wg.Go(func() {
+			for i := range iters {
+				gs := reg.lookupOrClaim(id)
+				if reg.lookupSlow(id) != gs || atomic.LoadUint64(&gs.owner) != id {
+					t.Errorf("churner %d, round %d: its state is not found", g, i)
+					return
+				}
+				if gs.home != &hb.sub.Load()[sub] {
+					t.Errorf("churner %d: state not in its sub-bucket", g)
+					return
+				}
+				runtime.Gosched()
+				reg.free(gs, id)
+				if reg.lookupSlow(id) != nil {
+					t.Errorf("churner %d, round %d: a freed state is found", g, i)
+					return
+				}
+			}
+		})
+	}
+	for range iters / 10 {
+		for i, id := range legacy {
+			if reg.lookupSlow(id) != held[i] {
+				t.Fatalf("state %d of the bucket's own chain is lost", i)
+			}
+		}
+		runtime.Gosched()
+	}
+	wg.Wait()
+	stopSweeps()
+	for i, id := range legacy {
+		reg.free(held[i], id)
+	}
+	sweepNow()
+	b := &hb.sub.Load()[sub]
+	assert.Nil(t, b.head.Load(), "the sub-bucket keeps no state")
+	assert.Zero(t, b.n.Load())
 }
