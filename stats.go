@@ -18,8 +18,9 @@ type Stats struct {
 	// goroutines included until a sweep drops them.
 	Implicit int
 	// Overflow is how many of the Goroutines are not first in their
-	// registry bucket, so that their lookups walk a chain: few while
-	// fewer than a few thousand goroutines use the package at once.
+	// registry bucket (or sub-bucket), so that their lookups walk a
+	// chain: few while fewer than a few thousand goroutines use the
+	// package at once, and chains stay short beyond (registry.go).
 	Overflow int
 	// Retained is the number of free goroutine states kept for reuse:
 	// at most 4096 after a sweep.
