@@ -64,7 +64,8 @@
 // a *Context reads vars, and [LookupContext] is it: the current context
 // wins, and the *Context that a context.Context carries is used only by
 // code that runs in none (a plain go statement, http.TimeoutHandler's
-// goroutine, a time.AfterFunc callback without Wrap). So an errgroup task
+// goroutine, a time.AfterFunc callback without Wrap), or, for a var it
+// lacks, only in an implicit context. So an errgroup task
 // run through WrapErr, which sets a var of its own, logs it and sends it
 // to the services it calls although the context.Context it is given
 // derives from the request's; and a goroutine inside some Run that is

@@ -43,6 +43,10 @@ type gstate struct {
 
 	cached bool // some entry of cache may be set
 
+	// dropPending asks the outermost Run, as it restores the implicit
+	// context, to drop it: DropImplicit was called inside a Run.
+	dropPending bool
+
 	// home is the bucket whose chain the state is in (registry.go): set
 	// before the state is published, and never changed.
 	home *bucket
@@ -183,11 +187,16 @@ func newImplicit(k *varCore) *gstate {
 
 // dropImplicit drops the calling goroutine's implicit context, if it has one
 // and is outside any Run, and frees its state; it reports whether it did.
-// (Inside a Run the implicit context is the one the outermost Run restores,
-// and stays.)
+// Inside a Run, the implicit context is the one the outermost Run restores:
+// it marks it to be dropped then instead (gstate.dropPending), and reports
+// false.
 func dropImplicit() bool {
 	gs := state()
-	if gs == nil || gs.implicit == nil || gs.current != gs.implicit {
+	if gs == nil || gs.implicit == nil {
+		return false
+	}
+	if gs.current != gs.implicit {
+		gs.dropPending = true
 		return false
 	}
 	reg.free(gs, goroutineID()|ownerImplicit)

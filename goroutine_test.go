@@ -76,8 +76,10 @@ func TestCache_doesNotOutliveRun(t *testing.T) {
 }
 
 // TestDropImplicit_onlyOutsideRun: dropImplicit forgets the values a
-// goroutine set outside any Run and frees its state, but leaves a goroutine
-// inside a Run as it is.
+// goroutine set outside any Run and frees its state; inside a Run it leaves
+// the goroutine as it is until the outermost Run returns, and drops the
+// implicit context then (a middleware inside a Run on a keep-alive
+// connection's goroutine: httpvars).
 func TestDropImplicit_onlyOutsideRun(t *testing.T) {
 	v := NewVar[int]("v")
 	done := make(chan struct{})
@@ -86,16 +88,42 @@ func TestDropImplicit_onlyOutsideRun(t *testing.T) {
 		assert.False(t, dropImplicit(), "no implicit context yet")
 		v.Set(1)
 		require.NoError(t, New().Run(func() error {
-			assert.False(t, dropImplicit(), "inside Run")
+			got, _ := v.Get()
+			assert.Zero(t, got, "a new context")
 			return nil
 		}))
 		got, ok := v.Get()
 		assert.True(t, ok)
-		assert.Equal(t, 1, got)
+		assert.Equal(t, 1, got, "a Run restores the implicit context")
 		assert.True(t, dropImplicit())
 		_, ok = v.Get()
 		assert.False(t, ok, "the implicit context is gone")
 		assert.Nil(t, state(), "the state is freed")
+
+		v.Set(2)
+		require.NoError(t, New().Run(func() error {
+			require.NoError(t, New().Run(func() error {
+				assert.False(t, dropImplicit(), "inside Run: nothing dropped yet")
+				return nil
+			}))
+			assert.NotNil(t, state().implicit, "a nested Run does not drop it")
+			return nil
+		}))
+		_, ok = v.Get()
+		assert.False(t, ok, "dropped as the outermost Run returned")
+		assert.Nil(t, state(), "the state is freed")
+
+		v.Set(3)
+		func() {
+			defer func() { recover() }()
+			_ = New().Run(func() error { dropImplicit(); panic("boom") })
+		}()
+		assert.Nil(t, state(), "dropped on the way out of a panic too")
+		v.Set(4)
+		require.NoError(t, New().Run(func() error { return nil }))
+		got, _ = v.Get()
+		assert.Equal(t, 4, got, "the next implicit context is not dropped")
+		dropImplicit()
 	}()
 	<-done
 }

@@ -14,8 +14,9 @@ package contextvars
 // linked through gstate.next, read without a lock and changed under the
 // bucket's mutex. A bucket whose chain has grown to crowded states gets
 // numSub sub-buckets of its own (homeBucket.sub), made once and kept, and
-// its goroutines claim states there from then on, by more bits of the same
-// hash; the states already in its chain stay there. So a lookup walks at
+// its goroutines claim states there, by more bits of the same hash, while
+// its own chain is crowded and its head is taken; the states already in
+// its chain stay there. So a lookup walks at
 // most about crowded states of the bucket's own chain, and a chain of its
 // sub-bucket, which is short up to numBuckets × numSub × crowded
 // goroutines (half a million). Nothing else grows, and nothing freezes or
@@ -164,13 +165,26 @@ func subIndex(id uint64) uint64 {
 	return (id * 0x9e3779b97f4a7c15) >> (64 - bucketBits - subBits) & (numSub - 1)
 }
 
-// claimBucket returns the bucket in which a goroutine of home bucket hb
-// with id claims a state: hb itself, or its sub-bucket if hb is crowded.
-func (hb *homeBucket) claimBucket(id uint64) *bucket {
-	if sub := hb.sub.Load(); sub != nil {
-		return &sub[subIndex(id)]
+// claim takes a state for owner, a goroutine whose home bucket is hb: as
+// bucket.claim does, in hb's own chain, while that chain is shorter than
+// crowded (always, after a peak has passed: so a goroutine's Run then
+// reuses the free head and allocates nothing, as before the peak). Else it
+// takes hb's head if that is free, or a state in its sub-bucket.
+func (hb *homeBucket) claim(owner uint64) *gstate {
+	sub := hb.sub.Load()
+	if sub == nil || hb.n.Load() < crowded {
+		return hb.bucket.claim(owner)
 	}
-	return &hb.bucket
+	id := owner & ownerIDMask
+	if gs := hb.head.Load(); gs != nil && atomic.LoadUint64(&gs.owner) == 0 {
+		if id > hb.top.Load() {
+			hb.raiseTop(id) // before the claim: see bucket.top
+		}
+		if atomic.CompareAndSwapUint64(&gs.owner, 0, owner) {
+			return gs
+		}
+	}
+	return sub[subIndex(id)].claim(owner)
 }
 
 // find returns the state in b's chain whose owner is id, or nil: a walk
@@ -231,7 +245,7 @@ func (r *registry) lookupOrClaim(id uint64) *gstate {
 		if gs := r.lookupSlow(id); gs != nil {
 			return gs
 		}
-		return hb.claimBucket(id).claim(id)
+		return hb.claim(id)
 	}
 	b := &hb.bucket
 	if t := b.top.Load(); id <= t {
@@ -260,7 +274,7 @@ func (r *registry) acquire(id uint64, implicit bool) *gstate {
 	if implicit {
 		owner |= ownerImplicit
 	}
-	gs := r.bucketOf(id).claimBucket(id).claim(owner)
+	gs := r.bucketOf(id).claim(owner)
 	if implicit && r.implicit.Add(1) >= r.sweepAt.Load() {
 		r.maybeSweep()
 	}
@@ -355,7 +369,7 @@ func (b *bucket) unlinkLocked(gs *gstate) bool {
 // it clears the fields, then frees the state in place if it is the head of
 // a home bucket's chain (kept for reuse), or unlinks it.
 func (r *registry) free(gs *gstate, owner uint64) {
-	gs.current, gs.implicit = nil, nil
+	gs.current, gs.implicit, gs.dropPending = nil, nil, false
 	if gs.cached {
 		gs.clearCache()
 	}

@@ -282,9 +282,6 @@ func TestRegistry_sameBucketStormWithSweeps(t *testing.T) {
 					})
 					// contend for a shared context
 					_ = shared.Run(func() error { runtime.Gosched(); return nil })
-					if dropImplicit() {
-						t.Errorf("g%d: dropImplicit inside a Run", g)
-					}
 					if before == nil {
 						unhold(gs)
 					}

@@ -47,9 +47,11 @@ func Merge(base, over *Context) *Context {
 // [Var.Set] makes outside any [Context.Run], and frees what the package
 // keeps for the goroutine; it reports whether there was one to drop.
 // Afterwards the goroutine runs in no context until its next Set or Run,
-// as a new goroutine does. Inside a Run, DropImplicit does nothing and
-// reports false: the implicit context is the one the outermost Run
-// restores.
+// as a new goroutine does. Inside a Run, DropImplicit reports false and
+// drops the implicit context when the goroutine's outermost Run returns,
+// the Run that would restore it: so it drops what a middleware set before
+// the request's Run also where the request is served inside another
+// middleware's Run.
 //
 // It is for middleware on goroutines that serve one request after another
 // (net/http serves the requests of a keep-alive connection on one

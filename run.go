@@ -112,4 +112,8 @@ func (c *Context) exit(gs *gstate, prev *Context) {
 		// The cache may hold c's tries, which c's holder may drop.
 		gs.clearCache()
 	}
+	if gs.dropPending && prev == gs.implicit {
+		// DropImplicit was called inside this, the outermost Run.
+		reg.free(gs, atomic.LoadUint64(&gs.owner))
+	}
 }

@@ -66,14 +66,17 @@ func RunFrom(ctx context.Context, fn func() error) error {
 // which every integration of this package (slogvars, baggagevars, httpvars)
 // reads vars.
 //
-// Code sees the context it runs in. If the calling goroutine runs in a
-// context (it is inside a [Context.Run], or holds an implicit context made
-// by a [Var.Set] outside any Run), LookupContext looks there, as [Lookup]
-// does, whatever ctx carries. Only if it runs in none (a goroutine started
-// with a plain go statement, the goroutine of http.TimeoutHandler, a
-// time.AfterFunc callback without [Wrap]) does it look in the *Context that
-// ctx carries ([WithContext]). The ok result is false if that place holds
-// no value for key, or if there is no such place.
+// Code sees the context it runs in. If the calling goroutine is inside a
+// [Context.Run], LookupContext looks there, as [Lookup] does, whatever ctx
+// carries. If it runs in none (a goroutine started with a plain go
+// statement, the goroutine of http.TimeoutHandler, a time.AfterFunc
+// callback without [Wrap]), it looks in the *Context that ctx carries
+// ([WithContext]). If it holds only an implicit context (made by a
+// [Var.Set] outside any Run, on such a goroutine), it looks there first,
+// and in the one ctx carries for a key the implicit context lacks: a
+// handler behind http.TimeoutHandler that sets a var of its own still logs
+// the request's. The ok result is false if no such place holds a value for
+// key.
 //
 // Why the context the code runs in wins over the one ctx carries: the two
 // differ only where the code has a context of its own, and then that
@@ -87,8 +90,10 @@ func RunFrom(ctx context.Context, fn func() error) error {
 // has no other place to look, always does; to act for the other request,
 // run in a copy of its context with [RunFrom].
 func LookupContext(ctx context.Context, key Key) (any, bool) {
-	if c := current(); c != nil {
-		return c.Get(key)
+	if gs := state(); gs != nil && gs.current != nil {
+		if v, ok := gs.current.Get(key); ok || gs.current != gs.implicit {
+			return v, ok
+		}
 	}
 	c, _ := FromContext(ctx) // Get on a nil *Context finds nothing
 	return c.Get(key)

@@ -59,7 +59,8 @@ func TestWithContext_FromContext(t *testing.T) {
 
 // TestLookupContext checks the rule every integration reads vars by: code
 // sees the context it runs in; the *Context a context.Context carries is
-// used only by code that runs in none.
+// used by code that runs in none, or only in an implicit context that
+// lacks the var.
 func TestLookupContext(t *testing.T) {
 	user := lookupUser
 	alice := contextvars.New()
@@ -77,6 +78,8 @@ func TestLookupContext(t *testing.T) {
 		{"in a Run, ctx of another request: the Run's", inRun("bob"), aliceCtx, user, "bob", true},
 		{"in a Run that lacks the var: not the ctx's", inRun(""), aliceCtx, user, nil, false},
 		{"in an implicit context: its own", withImplicit("carol"), aliceCtx, user, "carol", true},
+		{"in an implicit context that lacks the var: the ctx's", withImplicitTask, aliceCtx, user, "alice", true},
+		{"in an implicit context that lacks the var, ctx carries none", withImplicitTask, context.Background(), user, nil, false},
 		{"in none: the ctx's", inPlainGoroutine, aliceCtx, user, "alice", true},
 		{"in none, ctx carries none", inPlainGoroutine, context.Background(), user, nil, false},
 		{"in none, nil ctx", inPlainGoroutine, nil, user, nil, false},
@@ -133,6 +136,16 @@ func withImplicit(user string) func(func()) {
 		}()
 		<-done
 	}
+}
+
+// withImplicitTask calls fn on a new goroutine that has set a var other
+// than lookupUser outside any Run (a handler behind http.TimeoutHandler
+// that sets a var of its own).
+func withImplicitTask(fn func()) {
+	task := contextvars.NewVar[string]("task")
+	done := make(chan struct{})
+	go func() { defer close(done); task.Set("render"); fn() }()
+	<-done
 }
 
 // inPlainGoroutine calls fn on a new goroutine that runs in no context.

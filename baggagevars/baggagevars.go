@@ -21,7 +21,7 @@
 // contextvars.LookupContext: code sees the context it runs in (an errgroup
 // task run through contextvars.WrapErr sends its own vars), and the
 // contextvars.Context a context.Context carries is used only by code that
-// runs in none.
+// runs in none (or, for a var it lacks, only in an implicit context).
 //
 // Members that other code put in the baggage, through OpenTelemetry's
 // baggage package, are kept in both directions: Inject merges the baggage

@@ -65,12 +65,17 @@ type handler struct {
 // ServeHTTP serves r with h.next inside a new context, h.base with the
 // serving goroutine's current context over it, which r.Context() carries.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r == nil {
+		panic(errors.New("contextvars: httpvars.Handler: ServeHTTP with a nil *http.Request"))
+	}
 	if r.Context().Value(http.ServerContextKey) != nil {
 		// An http.Server serves r, on a goroutine of its own that will
 		// serve the connection's next request too: what middleware
 		// outside this one set there, outside any Run, belongs to r.
 		// (A request handed to ServeHTTP by other code, a test say, is
 		// served on that code's goroutine, whose vars stay its own.)
+		// Inside another middleware's Run (contextvars.RunWith), the
+		// drop waits for the outermost Run to return.
 		defer contextvars.DropImplicit()
 	}
 	c := contextvars.Merge(h.base, contextvars.CopyContext())

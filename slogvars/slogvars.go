@@ -30,7 +30,8 @@ import (
 // the values come from it, whatever the record's context.Context carries:
 // a task that set a var of its own logs it with InfoContext(gctx, ...) as
 // with Info(...). Only if the goroutine runs in none (a plain go statement,
-// http.TimeoutHandler's goroutine) do they come from the
+// http.TimeoutHandler's goroutine), or only in an implicit context that
+// lacks the var, do they come from the
 // contextvars.Context that the record's context.Context carries
 // (contextvars.WithContext; the httpvars middleware puts one in
 // r.Context()). A var that is not set there adds nothing; its default is
