@@ -15,11 +15,17 @@
 // dropped (contextvars.DropImplicit), so the next request on the same
 // keep-alive connection (net/http serves a connection's requests on one
 // goroutine) sees none of it. What one request sets is seen by no other.
-// The order of middleware does not matter, with one exception: a
+// The order of middleware does not matter, with these limits. A
 // middleware that runs after Handler has returned (logging the response,
-// say) no longer sees the vars it set before; put Handler outside it. (A
-// test suite that turns on contextvars.ForbidImplicit makes such an outer
-// Set panic; there, put the middleware inside Handler.)
+// say) no longer sees the vars it set before; put Handler outside it. The
+// drop runs on the goroutine Handler runs on, so Handler must run on
+// net/http's goroutine for every request on the connection: mount it
+// around the whole mux, not on some routes, and outside
+// http.TimeoutHandler, which runs the rest of the chain on a goroutine of
+// its own; else what an outer middleware set can outlive its request. The
+// safe order is Handler outermost. (A test suite that turns on
+// contextvars.ForbidImplicit makes such an outer Set panic, which finds
+// these cases; there, put the middleware inside Handler.)
 //
 // The request's context.Context carries its Context too
 // (contextvars.WithContext), for code that runs in no context of its own: a
