@@ -26,8 +26,11 @@
 // # Server
 //
 // Each call runs in a new copy of the context that was current when the
-// interceptor was made: values set at start-up are seen by every call, and
-// what one call sets is seen by no other. gRPC serves each call on a
+// interceptor was made, with what the serving goroutine holds when the call
+// arrives set over it (as in httpvars): values set at start-up are seen by
+// every call, an interceptor chained before this one may set vars for the
+// call outside any Run, and what one call sets is seen by no other (what
+// the serving goroutine set outside any Run is dropped when the call ends). gRPC serves each call on a
 // goroutine of its own, or, with grpc.NumStreamWorkers, on a pooled worker
 // that serves one call after another: without a Run per call, a var set
 // outside Run by one call would be seen by the next call on that worker.
@@ -117,6 +120,9 @@ func UnaryServerInterceptor(p *baggagevars.Propagator) grpc.UnaryServerIntercept
 		if ctx == nil || handler == nil {
 			return nil, status.Error(codes.Internal, "contextvars: grpcvars: unary server interceptor called with a nil context.Context or grpc.UnaryHandler")
 		}
+		if grpc.ServerTransportStreamFromContext(ctx) != nil {
+			defer contextvars.DropImplicit() // see incoming
+		}
 		ctx, c := incoming(ctx, p, base)
 		_ = c.Run(func() error { // c is new: Run cannot fail
 			baggagevars.Apply(ctx)
@@ -146,6 +152,9 @@ func StreamServerInterceptor(p *baggagevars.Propagator) grpc.StreamServerInterce
 		ctx := ss.Context()
 		if ctx == nil {
 			return status.Error(codes.Internal, "contextvars: grpcvars: grpc.ServerStream with a nil context.Context")
+		}
+		if grpc.ServerTransportStreamFromContext(ctx) != nil {
+			defer contextvars.DropImplicit() // see incoming
 		}
 		ctx, c := incoming(ctx, p, base)
 		_ = c.Run(func() error { // c is new: Run cannot fail
@@ -191,13 +200,19 @@ func StreamClientInterceptor(p *baggagevars.Propagator) grpc.StreamClientInterce
 	}
 }
 
-// incoming returns a new copy of base for a server call whose context is
-// ctx, and ctx with p's extraction from the incoming metadata (for
+// incoming returns a new copy of base, with the serving goroutine's current
+// context over it, for a server call whose context is ctx, and ctx with p's
+// extraction from the incoming metadata (for
 // baggagevars.Apply, inside the copy's Run) and carrying the copy.
 func incoming(ctx context.Context, p *baggagevars.Propagator, base *contextvars.Context) (context.Context, *contextvars.Context) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	ctx = p.Extract(ctx, &carrier{md: md})
-	c := base.Copy()
+	// What interceptors chained before ours set on the serving goroutine
+	// belongs to the call, over the base, as in httpvars; the interceptor
+	// drops it when the call ends (on a real call: gRPC's stream worker
+	// serves the next call on the same goroutine), or when the outermost
+	// Run returns if an interceptor before ours runs the call in one.
+	c := contextvars.Merge(base, contextvars.CopyContext())
 	return contextvars.WithContext(ctx, c), c
 }
 
