@@ -150,8 +150,11 @@ func Func[T any](v *contextvars.Var[T], key string, encode func(T) (string, erro
 	case encode == nil || decode == nil:
 		panic(errors.New("contextvars: baggagevars: nil encode or decode func"))
 	}
-	if _, err := baggage.NewMemberRaw(key, ""); err != nil {
-		panic(fmt.Errorf("contextvars: baggagevars: bad baggage key %q: %v", key, err))
+	if !isToken(key) {
+		// OpenTelemetry's baggage accepts any UTF-8 key in-process, but
+		// writes only W3C tokens into a header: a var under another key
+		// would never travel, and nothing would say so.
+		panic(fmt.Errorf("contextvars: baggagevars: bad baggage key %q: a W3C baggage key is a token (letters, digits and !#$%%&'*+-.^_`|~)", key))
 	}
 	return Field{
 		key: key,
@@ -175,8 +178,28 @@ func Func[T any](v *contextvars.Var[T], key string, encode func(T) (string, erro
 	}
 }
 
+// isToken reports whether key is a W3C baggage key: a token of RFC 9110,
+// one or more of the characters below.
+func isToken(key string) bool {
+	if key == "" {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // A Propagator is a propagation.TextMapPropagator for the vars of its
-// fields. Its methods may be called from any goroutine.
+// fields. Its methods may be called from any goroutine. A nil *Propagator
+// propagates nothing: Inject writes nothing, Extract returns ctx, Errors
+// returns 0; its SetErrorHandler panics.
 type Propagator struct {
 	fields  []Field
 	onError atomic.Pointer[func(error)]
@@ -208,6 +231,9 @@ func New(fields ...Field) *Propagator {
 // called from many goroutines at once; nil removes it. To send the errors
 // to OpenTelemetry's global error handler, pass otel.Handle.
 func (p *Propagator) SetErrorHandler(handle func(error)) {
+	if p == nil {
+		panic(errors.New("contextvars: baggagevars: SetErrorHandler on a nil *Propagator"))
+	}
 	if handle == nil {
 		p.onError.Store(nil)
 		return
@@ -216,7 +242,12 @@ func (p *Propagator) SetErrorHandler(handle func(error)) {
 }
 
 // Errors returns the number of errors p has met; see [Propagator.SetErrorHandler].
-func (p *Propagator) Errors() int64 { return p.errors.Load() }
+func (p *Propagator) Errors() int64 {
+	if p == nil {
+		return 0
+	}
+	return p.errors.Load()
+}
 
 // report counts err and hands it to the error handler.
 func (p *Propagator) report(err error) {
@@ -242,7 +273,16 @@ func (p *Propagator) Fields() []string { return []string{baggageHeader} }
 // doc): the chosen vars are written first, in the order of p's fields, and
 // the other members after them, by key, as many as fit; those that do not
 // are dropped and reported ([ErrLimit]).
+//
+// Inject does nothing if p or carrier is nil; a nil ctx is taken as
+// context.Background().
 func (p *Propagator) Inject(ctx context.Context, carrier propagation.TextMapCarrier) {
+	if p == nil || carrier == nil {
+		return
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	var ours []baggage.Member
 	for _, f := range p.fields {
 		s, ok, err := f.encode(ctx)
@@ -264,7 +304,8 @@ func (p *Propagator) Inject(ctx context.Context, carrier propagation.TextMapCarr
 	// propagator's, or one the caller forwards), then ctx's baggage over
 	// it, less the members the chosen vars replace.
 	others := map[string]baggage.Member{}
-	if h, within := readHeader(carrier); !within {
+	h, within := readHeader(carrier)
+	if !within {
 		p.report(fmt.Errorf("%w: the carrier's baggage header, dropped", ErrLimit))
 	} else if h != "" {
 		b, err := baggage.Parse(h)
@@ -303,7 +344,9 @@ func (p *Propagator) Inject(ctx context.Context, carrier propagation.TextMapCarr
 	if len(dropped) > 0 {
 		p.report(limitError(dropped, droppedOurs))
 	}
-	if w.n > 0 {
+	if w.n > 0 || !within {
+		// Over the limit, the carrier's header is dropped as reported,
+		// also when nothing replaces it.
 		carrier.Set(baggageHeader, w.b.String())
 	}
 }
@@ -400,7 +443,16 @@ type extracted struct{}
 // OpenTelemetry's propagator does not read it) and is reported
 // ([ErrLimit]); reading stops there, so the cost of Extract does not grow
 // with the number of header lines.
+//
+// Extract returns ctx if p or carrier is nil; a nil ctx is taken as
+// context.Background().
 func (p *Propagator) Extract(ctx context.Context, carrier propagation.TextMapCarrier) context.Context {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if p == nil || carrier == nil {
+		return ctx
+	}
 	header, within := readHeader(carrier)
 	if !within {
 		p.report(fmt.Errorf("%w: baggage header over %d bytes, not read", ErrLimit, maxBytes))
@@ -457,7 +509,12 @@ func (p *Propagator) Extract(ctx context.Context, carrier propagation.TextMapCar
 // the request's own context (a contextvars.Context.Run), never on a
 // goroutine that serves more than one request outside one:
 // [Propagator.Handler] does it for you.
+//
+// Apply(nil) sets nothing and returns 0.
 func Apply(ctx context.Context) int {
+	if ctx == nil {
+		return 0
+	}
 	sets, _ := ctx.Value(extracted{}).([]func())
 	for _, set := range sets {
 		set()

@@ -1,302 +1,132 @@
 package baggagevars_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"sort"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/otel/baggage"
-	"golang.org/x/sync/errgroup"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/go-contextvars/contextvars"
 	"github.com/go-contextvars/contextvars/baggagevars"
-	"github.com/go-contextvars/contextvars/httpvars"
-	"github.com/go-contextvars/contextvars/slogvars"
 )
 
-// The vars of the orders/inventory services of TestSeams_ordersService.
-var (
-	orderID = contextvars.NewVar[string]("order_id")
-	task    = contextvars.NewVar[string]("task")
-)
-
-// inventory starts a service that reports the order and task its request's
-// baggage set, and the baggage's members as OpenTelemetry sees them.
-func inventory(t *testing.T, p *baggagevars.Propagator) *httptest.Server {
-	t.Helper()
-	srv := httptest.NewServer(httpvars.Handler(p.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		o, _ := orderID.Get()
-		tk, _ := task.Get()
-		fmt.Fprintf(w, "order=%s task=%s otel-task=%s", o, tk, baggage.FromContext(r.Context()).Member("task").Value())
-	}))))
-	t.Cleanup(srv.Close)
-	return srv
-}
-
-// TestSeams_ordersService is the service of issue 18, point 1: an "orders"
-// service (an id middleware, httpvars, slogvars JSON logs, errgroup tasks
-// through WrapErr, each setting its own task var) that calls "inventory"
-// through the Transport. Each task's lines logged with InfoContext(gctx)
-// and its outgoing baggage carry the task's own var, and the order's.
-func TestSeams_ordersService(t *testing.T) {
-	p := baggagevars.New(baggagevars.String(orderID, "order.id"), baggagevars.String(task, "task"))
-	inv := inventory(t, p)
-	invTransport := &http.Transport{}
-	defer invTransport.CloseIdleConnections()
-	client := &http.Client{Transport: p.Transport(invTransport)}
-
-	var logs syncLog
-	logger := slog.New(slogvars.NewHandler(slog.NewJSONHandler(&logs, nil), orderID, task))
-
-	orders := httptest.NewServer(withOrderID(httpvars.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		g, gctx := errgroup.WithContext(r.Context())
-		replies := make([]string, 2)
-		for i, name := range []string{"reserve", "price"} {
-			g.Go(contextvars.WrapErr(func() error {
-				defer task.Set(name).Reset()
-				logger.InfoContext(gctx, "task started")
-				req, err := http.NewRequestWithContext(gctx, "GET", inv.URL, nil)
-				if err != nil {
-					return err
-				}
-				resp, err := client.Do(req)
-				if err != nil {
-					return err
-				}
-				defer resp.Body.Close()
-				body, err := io.ReadAll(resp.Body)
-				replies[i] = string(body)
-				logger.InfoContext(gctx, "task done")
-				return err
-			}))
-		}
-		if err := g.Wait(); err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		logger.InfoContext(r.Context(), "order done")
-		fmt.Fprint(w, strings.Join(replies, "\n"))
-	}))))
-	defer orders.Close()
-	ordersTransport := &http.Transport{}
-	defer ordersTransport.CloseIdleConnections()
-
-	for i := range 5 {
-		req, err := http.NewRequest("GET", orders.URL, nil)
-		require.NoError(t, err)
-		id := fmt.Sprint("o-", i)
-		req.Header.Set("X-Order-Id", id)
-		resp, err := (&http.Client{Transport: ordersTransport}).Do(req)
-		require.NoError(t, err)
-		body, err := io.ReadAll(resp.Body)
-		require.NoError(t, err)
-		require.NoError(t, resp.Body.Close())
-		assert.Equal(t, fmt.Sprintf("order=%[1]s task=reserve otel-task=reserve\norder=%[1]s task=price otel-task=price", id), string(body),
-			"what inventory received from each task")
-	}
-
-	// Every line carries its order; a task's lines carry its task.
-	count := map[string]int{}
-	for _, m := range logs.lines(t) {
-		key := fmt.Sprintf("%v %v %v", m["msg"], m["order_id"], m["task"])
-		count[key]++
-	}
-	for i := range 5 {
-		for _, name := range []string{"reserve", "price"} {
-			assert.Equal(t, 1, count[fmt.Sprintf("task started o-%d %s", i, name)], "logs: %v", count)
-			assert.Equal(t, 1, count[fmt.Sprintf("task done o-%d %s", i, name)], "logs: %v", count)
-		}
-		assert.Equal(t, 1, count[fmt.Sprintf("order done o-%d <nil>", i)], "logs: %v", count)
-	}
-}
-
-// withOrderID is an id middleware meant to sit outside httpvars: it sets
-// order_id from the X-Order-Id header on net/http's goroutine.
-func withOrderID(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if id := r.Header.Get("X-Order-Id"); id != "" {
-			orderID.Set(id)
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// TestSeams_transportRule: the Transport sends the vars of the code that
-// sends: a plain goroutine given only the request's ctx sends the
-// request's; the goroutine of http.TimeoutHandler likewise; a goroutine
-// inside a Run handed another request's ctx sends its own.
-func TestSeams_transportRule(t *testing.T) {
-	p := baggagevars.New(baggagevars.String(orderID, "order.id"), baggagevars.String(task, "task"))
-	inv := inventory(t, p)
-	invTransport := &http.Transport{}
-	defer invTransport.CloseIdleConnections()
-	client := &http.Client{Transport: p.Transport(invTransport)}
-	call := func(ctx context.Context) string {
-		req, err := http.NewRequestWithContext(ctx, "GET", inv.URL, nil)
-		require.NoError(t, err)
-		resp, err := client.Do(req)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		require.NoError(t, err)
-		return string(body)
-	}
-	req := contextvars.New()
-	require.NoError(t, req.Run(func() error { orderID.Set("o-1"); task.Set("checkout"); return nil }))
-	reqCtx := contextvars.WithContext(context.Background(), req)
-
-	t.Run("plain goroutine given only ctx", func(t *testing.T) {
-		got := make(chan string)
-		go func() { got <- call(reqCtx) }()
-		assert.Equal(t, "order=o-1 task=checkout otel-task=checkout", <-got)
-	})
-	t.Run("http.TimeoutHandler's goroutine", func(t *testing.T) {
-		srv := httptest.NewServer(withOrderID(httpvars.Handler(http.TimeoutHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			io.WriteString(w, call(r.Context()))
-		}), time.Minute, "timeout"))))
-		defer srv.Close()
-		r, err := http.NewRequest("GET", srv.URL, nil)
-		require.NoError(t, err)
-		r.Header.Set("X-Order-Id", "o-7")
-		resp, err := srv.Client().Do(r)
-		require.NoError(t, err)
-		body, err := io.ReadAll(resp.Body)
-		require.NoError(t, err)
-		require.NoError(t, resp.Body.Close())
-		srv.Client().CloseIdleConnections()
-		assert.Equal(t, "order=o-7 task= otel-task=", string(body))
-	})
-	t.Run("goroutine in a Run, handed another request's ctx", func(t *testing.T) {
-		var got string
-		require.NoError(t, contextvars.New().Run(func() error {
-			orderID.Set("batch")
-			got = call(reqCtx)
-			return nil
-		}))
-		assert.Equal(t, "order=batch task= otel-task=", got, "the context it runs in wins")
-	})
-}
-
-// TestSeams_middlewareOrder: the id middleware outside, then httpvars and
-// the Propagator's Handler in either order, or the Handler alone: over one
-// keep-alive connection every request sees its own id and baggage, and
-// never the previous request's.
-func TestSeams_middlewareOrder(t *testing.T) {
-	p := newPropagator()
-	report := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		o, _ := orderID.Get()
-		ten, _ := tenant.Get()
-		fmt.Fprintf(w, "order=%s tenant=%s", o, ten)
-		tenant.Set("set-by-handler")
-	})
-	chains := map[string]http.Handler{
-		"httpvars then baggage": withOrderID(httpvars.Handler(p.Handler(report))),
-		"baggage then httpvars": withOrderID(p.Handler(httpvars.Handler(report))),
-		"baggage alone":         withOrderID(p.Handler(report)),
-	}
-	names := make([]string, 0, len(chains))
-	for name := range chains {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		t.Run(name, func(t *testing.T) {
-			srv := httptest.NewServer(chains[name])
-			defer srv.Close()
-			tr := &http.Transport{MaxConnsPerHost: 1}
-			defer tr.CloseIdleConnections()
-			client := &http.Client{Transport: tr}
-			for i := range 40 {
-				req, err := http.NewRequest("GET", srv.URL, nil)
-				require.NoError(t, err)
-				wantOrder, wantTenant := "", ""
-				if i%2 == 0 { // every other request has an id, every third a tenant
-					wantOrder = fmt.Sprint("o-", i)
-					req.Header.Set("X-Order-Id", wantOrder)
-				}
-				if i%3 == 0 {
-					wantTenant = fmt.Sprint("t-", i)
-					req.Header.Set("Baggage", "tenant="+wantTenant)
-				}
-				resp, err := client.Do(req)
-				require.NoError(t, err)
-				body, err := io.ReadAll(resp.Body)
-				require.NoError(t, err)
-				require.NoError(t, resp.Body.Close())
-				if !assert.Equal(t, fmt.Sprintf("order=%s tenant=%s", wantOrder, wantTenant), string(body), "request %d", i) {
-					break
-				}
+// TestSeams_keyThatDoesNotTravel: Func accepts any key that
+// baggage.NewMemberRaw accepts (any non-empty UTF-8), but a key that is not
+// a W3C token (a space, a non-ASCII letter, '=' ...) is never written by
+// OpenTelemetry's Member.String. The chosen var then never reaches the next
+// service, and nothing is reported: the key must be refused when the Field
+// is made, or the drop reported.
+func TestSeams_keyThatDoesNotTravel(t *testing.T) {
+	for _, key := range []string{"user id", "usuário", "a=b", "tenant,x"} {
+		t.Run(key, func(t *testing.T) {
+			var f baggagevars.Field
+			func() {
+				defer func() { recover() }() // refusing the key is a fine answer
+				f = baggagevars.String(tenant, key)
+			}()
+			if f.Var() == nil {
+				return // refused at construction: loud
 			}
+			p := baggagevars.New(f)
+			carrier := propagation.MapCarrier{}
+			inNew(t, func() {
+				tenant.Set("acme")
+				p.Inject(context.Background(), carrier)
+			})
+			sent := carrier.Get("baggage") != ""
+			assert.True(t, sent || p.Errors() > 0,
+				"var with key %q set to acme: not sent (header %q) and no error reported", key, carrier.Get("baggage"))
 		})
 	}
 }
 
-// syncLog collects JSON log lines written from many goroutines.
-type syncLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *syncLog) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(b)
-}
-
-// lines returns the lines written so far, decoded.
-func (l *syncLog) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var ms []map[string]any
-	for _, line := range bytes.Split(bytes.TrimSpace(l.buf.Bytes()), []byte{'\n'}) {
-		var m map[string]any
-		require.NoError(t, json.Unmarshal(line, &m), "%s", line)
-		ms = append(ms, m)
+// TestSeams_oversizedCarrierHeaderReportedDroppedButSent: Inject reports
+// that it dropped the carrier's over-limit baggage header, yet (when no
+// chosen var is set) leaves it in the carrier, and it is sent.
+func TestSeams_oversizedCarrierHeaderReportedDroppedButSent(t *testing.T) {
+	p := newPropagator()
+	var reported []error
+	p.SetErrorHandler(func(err error) { reported = append(reported, err) })
+	big := "other=" + strings.Repeat("x", 9000)
+	carrier := propagation.MapCarrier{"baggage": big}
+	inNew(t, func() { p.Inject(context.Background(), carrier) })
+	require.Len(t, reported, 1)
+	t.Logf("reported: %v", reported[0])
+	if strings.Contains(reported[0].Error(), "dropped") {
+		assert.False(t, carrier.Get("baggage") == big, "reported as dropped, but the %d-byte header is still in the carrier, and is sent", len(big))
 	}
-	return ms
 }
 
-// This example demonstrates a var travelling from a client to a service:
-// the Transport writes it into the baggage header of the request, and the
-// Handler, middleware of the shape func(http.Handler) http.Handler, sets
-// it in the request's context on the other side.
-func ExamplePropagator_Handler() {
-	tenant := contextvars.NewVar[string]("tenant")
-	p := baggagevars.New(baggagevars.String(tenant, "tenant"))
+// TestSeams_nilInputs: bad input to the propagator's methods.
+func TestSeams_nilInputs(t *testing.T) {
+	var nilP *baggagevars.Propagator
+	cases := map[string]func(){
+		"nil Propagator Inject":          func() { nilP.Inject(context.Background(), propagation.MapCarrier{}) },
+		"nil Propagator Extract":         func() { nilP.Extract(context.Background(), propagation.MapCarrier{"baggage": "tenant=a"}) },
+		"nil Propagator Fields":          func() { nilP.Fields() },
+		"nil Propagator Errors":          func() { nilP.Errors() },
+		"nil Propagator SetErrorHandler": func() { nilP.SetErrorHandler(func(error) {}) },
+		"Inject nil carrier":             func() { inNew(t, func() { tenant.Set("a"); newPropagator().Inject(context.Background(), nil) }) },
+		"Extract nil carrier":            func() { newPropagator().Extract(context.Background(), nil) },
+		"Extract nil ctx":                func() { newPropagator().Extract(nil, propagation.MapCarrier{"baggage": "tenant=a"}) },                 //nolint:staticcheck
+		"Inject nil ctx":                 func() { inNew(t, func() { tenant.Set("a"); newPropagator().Inject(nil, propagation.MapCarrier{}) }) }, //nolint:staticcheck
+		"Apply nil ctx":                  func() { baggagevars.Apply(nil) },                                                                      //nolint:staticcheck
+		"Handler ServeHTTP nil request": func() {
+			newPropagator().Handler(http.NotFoundHandler()).ServeHTTP(httptest.NewRecorder(), nil)
+		},
+	}
+	for name, call := range cases {
+		t.Run(name, func(t *testing.T) {
+			defer func() {
+				if r := recover(); r != nil {
+					err, _ := r.(error)
+					if err == nil || !strings.HasPrefix(err.Error(), "contextvars: ") {
+						t.Errorf("panicked with %v", r)
+					}
+				}
+			}()
+			call()
+		})
+	}
+}
 
-	srv := httptest.NewServer(p.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t, _ := tenant.Get()
-		fmt.Fprint(w, "the service sees tenant=", t)
-	})))
-	defer srv.Close()
-	client := &http.Client{Transport: p.Transport(srv.Client().Transport)}
-
-	err := contextvars.New().Run(func() error {
-		tenant.Set("acme")
-		resp, err := client.Get(srv.URL)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		_, err = io.Copy(os.Stdout, resp.Body)
-		return err
+// TestSeams_receiverKeepsAllInjectWrites: what Inject writes near the
+// limits, with values that percent-encode, is read back whole by
+// OpenTelemetry's own Baggage propagator and by Extract.
+func TestSeams_receiverKeepsAllInjectWrites(t *testing.T) {
+	p := newPropagator()
+	carrier := propagation.MapCarrier{}
+	// 70 other members with values full of characters that encode.
+	var parts []string
+	for i := range 70 {
+		parts = append(parts, "k"+strings.Repeat("x", i%7)+string(rune('a'+i%26))+string(rune('a'+i/26))+"="+strings.Repeat("%20%2C", 20))
+	}
+	carrier["baggage"] = strings.Join(parts, ",")
+	if len(carrier["baggage"]) > 8192 {
+		carrier["baggage"] = carrier["baggage"][:8000]
+		carrier["baggage"] = carrier["baggage"][:strings.LastIndex(carrier["baggage"], ",")]
+	}
+	inNew(t, func() {
+		tenant.Set(strings.Repeat("é, ", 300))
+		p.Inject(context.Background(), carrier)
 	})
-	if err != nil {
-		fmt.Println(err)
-	}
-	// Output: the service sees tenant=acme
+	h := carrier.Get("baggage")
+	assert.LessOrEqual(t, len(h), 8192)
+	got := propagation.Baggage{}.Extract(context.Background(), carrier)
+	n := strings.Count(h, ",") + 1
+	ctx := p.Extract(context.Background(), carrier)
+	_ = got
+	var tn string
+	require.NoError(t, contextvars.New().Run(func() error {
+		baggagevars.Apply(ctx)
+		tn, _ = tenant.Get()
+		return nil
+	}))
+	assert.Equal(t, strings.Repeat("é, ", 300), tn)
+	t.Logf("header: %d bytes, %d members, errors %d", len(h), n, p.Errors())
 }

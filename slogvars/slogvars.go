@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"reflect"
 
 	"github.com/go-contextvars/contextvars"
@@ -38,10 +39,21 @@ import (
 // not logged, as in structlog.
 //
 // The attributes are added to the record, so a handler made by WithGroup
-// puts them in its group, as it does the record's own attributes.
+// puts them in its group, as it does the record's own attributes. An
+// attribute the code logs itself wins over a var of the same name: a
+// record's own attribute with that key, or one given to WithAttrs since
+// the last WithGroup, keeps the var's value out, so that no line has one
+// key twice.
+//
+// A zero Handler has no next handler: it is not enabled at any level, and
+// its Handle returns an error.
 type Handler struct {
 	next slog.Handler
 	vars []contextvars.Key
+
+	// explicit holds the keys given to WithAttrs since the last
+	// WithGroup (nil if none): they are in the same group as the vars'.
+	explicit map[string]bool
 }
 
 var _ slog.Handler = (*Handler)(nil)
@@ -72,15 +84,29 @@ func NewHandler(next slog.Handler, vars ...contextvars.Key) *Handler {
 
 // Enabled reports whether the next handler handles records at level.
 func (h *Handler) Enabled(ctx context.Context, level slog.Level) bool {
+	if h == nil || h.next == nil {
+		return false
+	}
 	return h.next.Enabled(ctx, level)
 }
 
 // Handle adds the values of h's vars that are set to r and passes it on.
 func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
+	if h == nil || h.next == nil {
+		return errors.New("contextvars: slogvars: Handle on a zero Handler; make one with NewHandler")
+	}
 	cloned := false
+	var own map[string]bool // the record's own keys, read at the first var set
 	for _, k := range h.vars {
 		v, ok := contextvars.LookupContext(ctx, k)
-		if !ok {
+		if !ok || h.explicit[k.Name()] {
+			continue
+		}
+		if own == nil {
+			own = make(map[string]bool, r.NumAttrs())
+			r.Attrs(func(a slog.Attr) bool { own[a.Key] = true; return true })
+		}
+		if own[k.Name()] {
 			continue
 		}
 		if !cloned {
@@ -95,10 +121,33 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 
 // WithAttrs returns a Handler whose next handler has attrs.
 func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return &Handler{next: h.next.WithAttrs(attrs), vars: h.vars}
+	if h == nil || h.next == nil {
+		return h
+	}
+	var explicit map[string]bool
+	for _, k := range h.vars {
+		for _, a := range attrs {
+			if a.Key == k.Name() {
+				if explicit == nil {
+					explicit = maps.Clone(h.explicit)
+					if explicit == nil {
+						explicit = map[string]bool{}
+					}
+				}
+				explicit[a.Key] = true
+			}
+		}
+	}
+	if explicit == nil {
+		explicit = h.explicit
+	}
+	return &Handler{next: h.next.WithAttrs(attrs), vars: h.vars, explicit: explicit}
 }
 
 // WithGroup returns a Handler whose next handler opens group name.
 func (h *Handler) WithGroup(name string) slog.Handler {
+	if h == nil || h.next == nil {
+		return h
+	}
 	return &Handler{next: h.next.WithGroup(name), vars: h.vars}
 }
