@@ -27,10 +27,17 @@ import (
 // entering a context to the values the chosen vars have there (a var with
 // no value there gets no label), formatted with fmt's %v and named by the
 // vars' names; and, on leaving it, to the labels of the context it returns
-// to. Leaving a goroutine's outermost Run clears them: Go gives no way to
-// read the labels a goroutine had before, so labels the goroutine set
-// itself before its outermost Run (with pprof.SetGoroutineLabels) are not
-// restored; labels set with pprof.Do inside a Run are, by pprof.Do.
+// to. Leaving a goroutine's outermost Run clears them.
+//
+// While the hook is registered it owns the labels of every goroutine that
+// switches contexts: Go gives no way to read the labels a goroutine has, so
+// a switch replaces them whole. Labels the program set itself — with
+// pprof.SetGoroutineLabels or pprof.Do before a Run, or with pprof.Do
+// inside a Run around a nested Run — are replaced by the vars' labels at
+// the switch, and not restored when the Run returns (pprof.Do restores its
+// own when it returns). Labels set with pprof.Do inside the innermost Run,
+// around code that enters no other context, are kept. To label by a value,
+// make it a var and pass it here.
 //
 // The labels are those of the values at entry: a var set inside the Run
 // changes them at the next switch. Goroutines started inside a Run inherit
