@@ -110,7 +110,6 @@ func run(out io.Writer) error {
 		service, orderID, task))
 
 	outgoing := &http.Transport{}
-	defer outgoing.CloseIdleConnections()
 	client := &http.Client{Transport: propagator.Transport(outgoing)}
 
 	inventoryURL, stopInventory, err := serve("inventory", func() http.Handler {
@@ -120,6 +119,9 @@ func run(out io.Writer) error {
 		return err
 	}
 	defer stopInventory()
+	// Before stopInventory, whose Shutdown would wait 5 s for a connection
+	// the transport dialled but never used.
+	defer outgoing.CloseIdleConnections()
 	ordersURL, stopOrders, err := serve("orders", func() http.Handler {
 		return withOrderID(httpvars.Handler(orders(log, client, inventoryURL)))
 	})
