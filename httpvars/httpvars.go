@@ -50,8 +50,9 @@ import (
 // Handler returns an http.Handler that serves each request with next,
 // inside a new context made when the request arrives: a copy of the
 // calling goroutine's current context, taken when Handler is called, with
-// the serving goroutine's current context merged over it; see the package
-// doc. Handler has the shape of middleware, func(http.Handler)
+// the Context that r.Context() carries (an outer Handler's: one inside
+// http.TimeoutHandler runs on another goroutine) and then the serving
+// goroutine's current context merged over it; see the package doc. Handler has the shape of middleware, func(http.Handler)
 // http.Handler.
 //
 // Handler panics if next is nil.
@@ -69,7 +70,9 @@ type handler struct {
 }
 
 // ServeHTTP serves r with h.next inside a new context, h.base with the
-// serving goroutine's current context over it, which r.Context() carries.
+// context r.Context() carries, if any (an outer Handler's), over it and the
+// serving goroutine's current context over both; r.Context() carries the
+// new context.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r == nil {
 		panic(errors.New("contextvars: httpvars.Handler: ServeHTTP with a nil *http.Request"))
@@ -84,7 +87,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// drop waits for the outermost Run to return.
 		defer contextvars.DropImplicit()
 	}
-	c := contextvars.Merge(h.base, contextvars.CopyContext())
+	c := h.base
+	if carried, ok := contextvars.FromContext(r.Context()); ok {
+		// An outer Handler's request context, which this goroutine may
+		// not run in (http.TimeoutHandler's goroutine, between the
+		// two): the request's vars stay the request's.
+		c = contextvars.Merge(c, carried)
+	}
+	c = contextvars.Merge(c, contextvars.CopyContext())
 	r = r.WithContext(contextvars.WithContext(r.Context(), c))
 	_ = c.Run(func() error { // c is new: Run cannot fail
 		h.next.ServeHTTP(w, r)

@@ -149,3 +149,24 @@ func TestSeams_runWithMiddlewareBetweenLeaksOverKeepAlive(t *testing.T) {
 	assert.Equal(t, "order=o-1", rvGet(t, client, srv.URL, "o-1"))
 	assert.Equal(t, "order=", rvGet(t, client, srv.URL, ""), "the previous request's order id leaked over keep-alive")
 }
+
+// TestSeams_timeoutHandlerNestedHandler: the README says to put
+// httpvars.Handler outside http.TimeoutHandler. A team that also wants the
+// handler to run in a Context of its own (to Set vars safely, as the README
+// tells them to) puts a second httpvars.Handler inside TimeoutHandler. That
+// inner Handler runs on TimeoutHandler's goroutine, which runs in no
+// context: it must build the request's context from the Context that
+// r.Context() carries, or the request's vars are silently gone.
+func TestSeams_timeoutHandlerNestedHandler(t *testing.T) {
+	inner := httpvars.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rvTask.Set("render") // a handler's own var: safe inside a Run
+		id, _ := rvOrder.Get()
+		io.WriteString(w, "order="+id)
+	}))
+	h := httpvars.Handler(rvWithOrderID(http.TimeoutHandler(inner, time.Minute, "timeout")))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	assert.Equal(t, "order=o-1", rvGet(t, &http.Client{Transport: tr}, srv.URL, "o-1"))
+}
