@@ -274,7 +274,10 @@ func (r *registry) listLive(ids map[uint64]*gstate) bool {
 	g := runtime.NumGoroutine()
 	perG := r.dumpPerG
 	if perG == 0 {
-		perG = 1 << 10
+		// A goroutine blocked in a few frames takes about 200 bytes;
+		// 1 KiB made a first sweep at 100,000 goroutines allocate
+		// 205 MB (the scale review).
+		perG = 256
 	}
 	// Room for twice as many goroutines as are alive now, each with the
 	// last traceback's bytes per goroutine, and for half as much again as
