@@ -33,7 +33,9 @@ package contextvars
 //
 // Goroutines that make implicit contexts check the count rule when the
 // entries reach sweepAt, and never wait: if a sweep or check is under way,
-// they go on. While minSweep entries exist, a timer (time.AfterFunc: no
+// they go on, and a sweep they find due is left to the timer, armed to fire
+// at once, whose goroutine sweeps (outside a synctest bubble, where no
+// timer may be armed, the goroutine sweeps itself). While minSweep entries exist, a timer (time.AfterFunc: no
 // goroutine of ours waits) checks again, so that entries of exited goroutines
 // are reclaimed even if no goroutine makes an implicit context after them.
 //
@@ -84,6 +86,7 @@ type sweeper struct {
 	dumpMin    int        // the next traceback's buffer is at least this big
 	period     time.Duration
 	timerArmed bool
+	timer      *time.Timer // the timer armed last
 
 	// wakeupPending: a bubble's goroutine asked the garbage collector
 	// to check again from outside the bubble (see checkLocked).
@@ -123,15 +126,20 @@ func (r *registry) maybeSweep() {
 	}
 	defer r.sweepMu.Unlock()
 	if r.implicit.Load() >= r.sweepAt.Load() {
-		r.checkLocked(inBubble())
+		bubbled := inBubble()
+		r.checkLocked(bubbled, bubbled)
 	}
 }
 
 // checkLocked sweeps if a sweep is due, and arms the timer if one may
 // become due as goroutines exit or as the pacing interval passes.
 // bubbled reports that the calling goroutine is in a synctest bubble.
-// r.sweepMu must be held.
-func (r *registry) checkLocked(bubbled bool) {
+// inline reports that the caller may sweep itself: the timer's goroutine,
+// or a bubble's goroutine, which may arm no timer. Else a due sweep is
+// left to the timer, armed to fire at once: the goroutine whose Set found
+// it due goes on (it may hold locks of its own, and a sweep at 100,000
+// goroutines takes a second). r.sweepMu must be held.
+func (r *registry) checkLocked(bubbled, inline bool) {
 	n := r.implicit.Load()
 	if n < minSweep {
 		return
@@ -151,6 +159,9 @@ func (r *registry) checkLocked(bubbled bool) {
 		// Too soon after the last sweep: check again a few entries on,
 		// by when pacing may allow one, and when the timer fires.
 		r.sweepAt.Store(n + minSweep)
+	case !inline:
+		r.armTimer(0)
+		return
 	default:
 		if r.sweepLocked(bubbled) {
 			r.exited, r.period = exited, 0
@@ -163,8 +174,7 @@ func (r *registry) checkLocked(bubbled bool) {
 		// Entries enough to sweep for, once their goroutines exit or
 		// pacing allows.
 		r.period = min(max(2*r.period, sweepMinPeriod), sweepMaxPeriod)
-		r.timerArmed = true
-		time.AfterFunc(max(r.period, wait), r.onTimer)
+		r.armTimer(max(r.period, wait))
 	case !r.wakeupPending:
 		// In a bubble no timer may be armed; ask the garbage collector
 		// instead: a cleanup runs on the runtime's goroutine, outside
@@ -174,6 +184,17 @@ func (r *registry) checkLocked(bubbled bool) {
 		r.wakeupPending = true
 		runtime.AddCleanup(&wakeup{}, func(r *registry) { r.onWakeup() }, r)
 	}
+}
+
+// armTimer arms the sweep timer to fire after d, unless it is armed
+// already; a d of 0 (a sweep is due) brings an armed timer forward.
+// r.sweepMu must be held.
+func (r *registry) armTimer(d time.Duration) {
+	if r.timerArmed && (d > 0 || !r.timer.Stop()) {
+		return // armed; or fired, and its check is waiting for sweepMu
+	}
+	r.timerArmed = true
+	r.timer = time.AfterFunc(d, r.onTimer)
 }
 
 // wakeup is the object whose cleanup checks, outside any bubble, for a
@@ -187,7 +208,8 @@ func (r *registry) onWakeup() {
 	r.sweepMu.Lock()
 	defer r.sweepMu.Unlock()
 	r.wakeupPending = false
-	r.checkLocked(inBubble())
+	bubbled := inBubble()
+	r.checkLocked(bubbled, bubbled)
 }
 
 // paced reports whether pacing forbids a sweep at now, and if so sets *wait
@@ -210,7 +232,7 @@ func (r *registry) onTimer() {
 	r.sweepMu.Lock()
 	defer r.sweepMu.Unlock()
 	r.timerArmed = false
-	r.checkLocked(false)
+	r.checkLocked(false, true)
 }
 
 // sweepLocked drops the implicit entries of goroutines that have exited and

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestSweep_dropsExitedGoroutinesContexts is the leak test: 200,000 goroutines
@@ -183,7 +184,7 @@ func TestSweep_skipsWhenNoGoroutineExited(t *testing.T) {
 		reg.exited, _ = exitedGoroutines()
 		before, sweeps := reg.exited, reg.sweeps
 		reg.lastEnd = time.Time{}
-		reg.checkLocked(false)
+		reg.checkLocked(false, true)
 		after := reg.sweeps
 		reg.sweepMu.Unlock()
 		if now, _ := exitedGoroutines(); now == before {
@@ -196,4 +197,40 @@ func TestSweep_skipsWhenNoGoroutineExited(t *testing.T) {
 	wg.Wait()
 	assert.True(t, judged, "goroutines kept exiting")
 	sweepNow()
+}
+
+// TestSweep_notOnTheSettingGoroutine: the Set that finds a sweep due does
+// not sweep on its own goroutine, which may hold locks of its own and would
+// wait for a traceback of every goroutine (about a second at 100,000 of
+// them: the scale review); the timer's goroutine sweeps, at once.
+func TestSweep_notOnTheSettingGoroutine(t *testing.T) {
+	v := NewVar[int]("v")
+	sweepNow()
+	var sweeper atomic.Uint64
+	setSweepListed(func(map[uint64]*gstate) { sweeper.Store(goroutineID()) })
+	defer setSweepListed(nil)
+	var wg sync.WaitGroup
+	for range 4 * minSweep {
+		wg.Go(func() { v.Set(1) }) // an implicit context, then gone
+	}
+	wg.Wait()
+	reg.sweepMu.Lock()
+	reg.lastEnd = time.Time{} // unpaced
+	reg.sweepAt.Store(0)      // due at the next Set
+	before := reg.sweeps
+	reg.sweepMu.Unlock()
+	setter := make(chan uint64)
+	go func() {
+		v.Set(2) // finds the sweep due
+		setter <- goroutineID()
+		dropImplicit()
+	}()
+	id := <-setter
+	require.Eventually(t, func() bool {
+		reg.sweepMu.Lock()
+		defer reg.sweepMu.Unlock()
+		return reg.sweeps > before
+	}, 10*time.Second, time.Millisecond, "the timer swept")
+	assert.NotZero(t, sweeper.Load())
+	assert.NotEqual(t, id, sweeper.Load(), "the setting goroutine swept")
 }
