@@ -7,11 +7,12 @@ package contextvars
 // many of them hold implicit contexts.
 func RegistryEntries() (all, implicit int) { return registryEntries() }
 
-// RegistryLive, RegistrySweeps, HeapInUse, Churn and Long are the helpers of the
-// same names in lower case (registry_test.go, scale_test.go).
+// RegistryLive, RegistrySweeps, SweepNow, HeapInUse, Churn and Long are the
+// helpers of the same names in lower case (registry_test.go, scale_test.go).
 var (
 	RegistryLive   = registryLive
 	RegistrySweeps = registrySweeps
+	SweepNow       = sweepNow
 	HeapInUse      = heapInUse
 	Churn          = churn
 	Long           = long

@@ -92,8 +92,11 @@ const (
 // walks two or three states, not 24. The free states the buckets keep for
 // reuse come to at most 4096 × 192 bytes, 768 KiB, after any peak (none is
 // kept in a sub-bucket), and the sub-buckets, once made, to at most
-// 4096 × numSub × 32 bytes, 2 MiB, after a peak of some 30,000 goroutines
-// or more (which took at least 30,000 stacks).
+// 4096 × numSub × 32 bytes, 2 MiB, after a peak of some 30,000 states or
+// more: goroutines inside Runs, or implicit contexts, those of exited
+// goroutines waiting for a sweep included. Once a peak has passed, a
+// crowded bucket's goroutines claim in its own chain again (homeBucket.claim),
+// so the fast paths are as before it.
 const (
 	bucketBits = 12
 	numBuckets = 1 << bucketBits

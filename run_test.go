@@ -78,6 +78,9 @@ func TestRun_leavesNothing(t *testing.T) {
 		n = 20_000
 	}
 	v := contextvars.NewVar[int]("v")
+	// Entries other tests left behind are swept now: the timer would sweep
+	// them meanwhile (cheap sweeps, sweep.go), and this test counts sweeps.
+	contextvars.SweepNow()
 	liveBefore, sweepsBefore := contextvars.RegistryLive(), contextvars.RegistrySweeps()
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
@@ -123,6 +126,9 @@ func TestGo_leavesNothing(t *testing.T) {
 	}
 	v := contextvars.NewVar[int]("v")
 	before := contextvars.HeapInUse()
+	// Entries other tests left behind are swept now: the timer would sweep
+	// them meanwhile (cheap sweeps, sweep.go), and this test counts sweeps.
+	contextvars.SweepNow()
 	liveBefore, sweepsBefore := contextvars.RegistryLive(), contextvars.RegistrySweeps()
 	contextvars.Churn(n, func(f func()) { contextvars.Go(f) }, func(i int) { v.Set(i) })
 	after := contextvars.HeapInUse()
