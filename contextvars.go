@@ -96,10 +96,12 @@
 // runtime.Stack, which stops the world for a time that grows with the number
 // of goroutines. Sweeps run only when implicit contexts outnumber the live
 // goroutines two to one and some goroutine has exited, and are paced so
-// that their pauses take at most a tenth of the wall time; a timer reclaims
-// the contexts of exited goroutines within about a second. So memory stays
-// bounded (twice the peak of goroutines, plus the implicit contexts made
-// within one pacing interval); but in servers, run each request in a Run.
+// that their pauses take at most a tenth of the wall time; where a sweep is
+// cheap (a few thousand goroutines or fewer), a timer reclaims the contexts
+// of exited goroutines within about a second. So memory stays bounded
+// (twice the peak of goroutines, plus the implicit contexts made within one
+// pacing interval), but a single sweep's pause grows with every goroutine in
+// the process: in servers, run each request in a Run.
 // With keep-alive, net/http serves many requests on one connection's
 // goroutine, so a var a handler sets outside Run is seen by the next request
 // on that connection. [ForbidImplicit] makes a test suite catch that, and
