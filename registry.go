@@ -16,13 +16,13 @@ package contextvars
 // numSub sub-buckets of its own (homeBucket.sub), made once and kept, and
 // its goroutines claim states there, by more bits of the same hash, while
 // its own chain is crowded and its head is taken; the states already in
-// its chain stay there. So a lookup walks at
-// most about crowded states of the bucket's own chain, and a chain of its
-// sub-bucket, which is short up to numBuckets × numSub × crowded
-// goroutines (half a million). Nothing else grows, and nothing freezes or
-// moves: a state stays in the chain it was pushed on (gstate.home) until
-// it is freed or dropped. (Moving a state to another chain would send a
-// lookup standing on it into that chain, past its own state.)
+// its chain stay there. So a lookup walks at most about crowded states of
+// the bucket's own chain, and a chain of its sub-bucket, which is short up
+// to numBuckets × numSub × crowded goroutines (half a million). Nothing
+// else grows, and nothing freezes or moves: a state stays in the chain it
+// was pushed on (gstate.home) until it is freed or dropped. (Moving a
+// state to another chain would send a lookup standing on it into that
+// chain, past its own state.)
 //
 // Invariants, and why they hold:
 //
@@ -35,17 +35,18 @@ package contextvars
 //     its own state, however the state got there: a lookup is loads and
 //     owner comparisons, validated by the id, with no lock.
 //   - A goroutine's state is in its home bucket's chain, or in its
-//     sub-bucket's, while the goroutine owns it. Only the bucket's mutex holder changes a chain: it publishes
-//     a new state at the head with an atomic store, after setting the
-//     state's owner and next, and unlinks a state by an atomic store of its
-//     predecessor's next (or the head), leaving the unlinked state's own
-//     next as it was. So a lookup walking the chain without the lock, from
-//     a head it loaded itself, sees every state that was in the chain
-//     before it started and stayed there (its own, in particular: only its
-//     goroutine adds or frees it), and a lookup standing on an unlinked
-//     state walks on into the chain. (A walk must not start at the next of
-//     a head loaded earlier: a sweep may have unlinked that head since,
-//     and the state behind it, perhaps the walker's own, be the head now.)
+//     sub-bucket's, while the goroutine owns it. Only the bucket's mutex holder
+//     changes a chain: it publishes a new state at the head with an atomic
+//     store, after setting the state's owner and next, and unlinks a state by
+//     an atomic store of its predecessor's next (or the head), leaving the
+//     unlinked state's own next as it was. So a lookup walking the chain
+//     without the lock, from a head it loaded itself, sees every state that
+//     was in the chain before it started and stayed there (its own, in
+//     particular: only its goroutine adds or frees it), and a lookup standing
+//     on an unlinked state walks on into the chain. (A walk must not start at
+//     the next of a head loaded earlier: a sweep may have unlinked that head
+//     since, and the state behind it, perhaps the walker's own, be the head
+//     now.)
 //   - A state whose owner word is 0 is in its chain: a state is unlinked
 //     only with a nonzero owner word (its goroutine's, or ownerUnlinked,
 //     set by compare-and-swap from 0 before a prune unlinks it), and a
@@ -57,10 +58,12 @@ package contextvars
 //     mutex, which is held only for a push or an unlink, never for a wait.
 //   - The registry keeps at most one free state per home bucket for reuse
 //     (none in sub-buckets): a goroutine frees the head of a home bucket's
-//     chain by clearing its owner (no lock), any other state by unlinking it; a free of the head that races with a push
-//     in front of it is taken out by whichever of the two comes second (free,
-//     claim), and a sweep prunes any free state behind a head all the same. So after any peak of goroutines the chains shrink back, and
-//     the free states kept come to at most numBuckets.
+//     chain by clearing its owner (no lock), any other state by unlinking it;
+//     a free of the head that races with a push in front of it is taken out by
+//     whichever of the two comes second (free, claim), and a sweep prunes any
+//     free state behind a head all the same. So after any peak of goroutines
+//     the chains shrink back, and the free states kept come to at most
+//     numBuckets.
 //
 // Locks: lookups (Var.Get, Set, entering a Run whose goroutine already has a
 // state) take none. A claim that finds no free state in its chain, and a
@@ -150,7 +153,8 @@ type homeBucket struct {
 
 	// sub is nil until the bucket's chain has held crowded states, then
 	// its sub-buckets, for good: a goroutine whose home this is claims
-	// its state in sub[subIndex(id)] from then on.
+	// its state in sub[subIndex(id)] while the chain is crowded and its
+	// head is taken (homeBucket.claim).
 	sub atomic.Pointer[[numSub]bucket]
 }
 

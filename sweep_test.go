@@ -206,8 +206,18 @@ func TestSweep_skipsWhenNoGoroutineExited(t *testing.T) {
 func TestSweep_notOnTheSettingGoroutine(t *testing.T) {
 	v := NewVar[int]("v")
 	sweepNow()
-	var sweeper atomic.Uint64
-	setSweepListed(func(map[uint64]*gstate) { sweeper.Store(goroutineID()) })
+	_, base := registryEntries()
+	// The setting goroutine's id is stored before its Set; a sweep
+	// listed on it is recorded. (The timer may also sweep the entries
+	// below before the Set: then the Set finds nothing due, and the test
+	// checks only that nothing swept on it.)
+	var setterID atomic.Uint64
+	var onSetter atomic.Bool
+	setSweepListed(func(map[uint64]*gstate) {
+		if goroutineID() == setterID.Load() {
+			onSetter.Store(true)
+		}
+	})
 	defer setSweepListed(nil)
 	// Enough entries of exited goroutines for the count rule, whatever
 	// else runs (a sweep then is due, cheap or not).
@@ -219,20 +229,18 @@ func TestSweep_notOnTheSettingGoroutine(t *testing.T) {
 	reg.sweepMu.Lock()
 	reg.lastEnd = time.Time{} // unpaced
 	reg.sweepAt.Store(0)      // due at the next Set
-	before := reg.sweeps
 	reg.sweepMu.Unlock()
-	setter := make(chan uint64)
+	done := make(chan struct{})
 	go func() {
+		setterID.Store(goroutineID())
 		v.Set(2) // finds the sweep due
-		setter <- goroutineID()
+		close(done)
 		dropImplicit()
 	}()
-	id := <-setter
+	<-done
 	require.Eventually(t, func() bool {
-		reg.sweepMu.Lock()
-		defer reg.sweepMu.Unlock()
-		return reg.sweeps > before
-	}, 10*time.Second, time.Millisecond, "the timer swept")
-	assert.NotZero(t, sweeper.Load())
-	assert.NotEqual(t, id, sweeper.Load(), "the setting goroutine swept")
+		_, implicit := registryEntries()
+		return implicit <= base
+	}, 10*time.Second, time.Millisecond, "the timer reclaimed the exited goroutines' entries")
+	assert.False(t, onSetter.Load(), "the setting goroutine swept")
 }
