@@ -97,7 +97,7 @@
 // of goroutines. Sweeps run only when implicit contexts outnumber the live
 // goroutines two to one and some goroutine has exited, and are paced so
 // that their pauses take at most a tenth of the wall time; where a sweep is
-// cheap (a few thousand goroutines or fewer), a timer reclaims the contexts
+// cheap (a thousand goroutines or so), a timer reclaims the contexts
 // of exited goroutines within about a second. So memory stays bounded
 // (twice the peak of goroutines, plus the implicit contexts made within one
 // pacing interval), but a single sweep's pause grows with every goroutine in

@@ -7,15 +7,17 @@ package contextvars
 // many of them hold implicit contexts.
 func RegistryEntries() (all, implicit int) { return registryEntries() }
 
-// RegistryLive, RegistrySweeps, SweepNow, HeapInUse, Churn and Long are the
-// helpers of the same names in lower case (registry_test.go, scale_test.go).
+// RegistryLive, RegistrySweeps, RegistryDropped, SweepNow, HeapInUse, Churn
+// and Long are the helpers of the same names in lower case
+// (registry_test.go, scale_test.go).
 var (
-	RegistryLive   = registryLive
-	RegistrySweeps = registrySweeps
-	SweepNow       = sweepNow
-	HeapInUse      = heapInUse
-	Churn          = churn
-	Long           = long
+	RegistryLive    = registryLive
+	RegistrySweeps  = registrySweeps
+	RegistryDropped = registryDropped
+	SweepNow        = sweepNow
+	HeapInUse       = heapInUse
+	Churn           = churn
+	Long            = long
 )
 
 // TokenIsBinding reports whether a token of a Var[T] is the binding its Set

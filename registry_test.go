@@ -34,6 +34,11 @@ func registrySweeps() int {
 	return int(ReadStats().Sweeps)
 }
 
+// registryDropped returns the number of entries sweeps have dropped.
+func registryDropped() int {
+	return int(ReadStats().Dropped)
+}
+
 // sweepNow drops the states of exited goroutines at once.
 func sweepNow() {
 	reg.sweepMu.Lock()

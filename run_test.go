@@ -78,10 +78,12 @@ func TestRun_leavesNothing(t *testing.T) {
 		n = 20_000
 	}
 	v := contextvars.NewVar[int]("v")
-	// Entries other tests left behind are swept now: the timer would sweep
-	// them meanwhile (cheap sweeps, sweep.go), and this test counts sweeps.
+	// Entries other tests left behind are swept now: the timer would drop
+	// them meanwhile (cheap sweeps, sweep.go), and this test counts drops.
+	// (A cheap sweep may run, for entries of live goroutines; it must
+	// find nothing of this test's to drop.)
 	contextvars.SweepNow()
-	liveBefore, sweepsBefore := contextvars.RegistryLive(), contextvars.RegistrySweeps()
+	liveBefore, droppedBefore := contextvars.RegistryLive(), contextvars.RegistryDropped()
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
 	for i := range n {
@@ -114,7 +116,7 @@ func TestRun_leavesNothing(t *testing.T) {
 	}
 	wg.Wait()
 	assert.LessOrEqual(t, contextvars.RegistryLive(), liveBefore, "no registry entry left behind")
-	assert.Equal(t, sweepsBefore, contextvars.RegistrySweeps(), "no sweep was needed")
+	assert.Equal(t, droppedBefore, contextvars.RegistryDropped(), "no sweep was needed")
 }
 
 // TestGo_leavesNothing checks that 1,000,000 Go calls leave no registry
@@ -126,10 +128,12 @@ func TestGo_leavesNothing(t *testing.T) {
 	}
 	v := contextvars.NewVar[int]("v")
 	before := contextvars.HeapInUse()
-	// Entries other tests left behind are swept now: the timer would sweep
-	// them meanwhile (cheap sweeps, sweep.go), and this test counts sweeps.
+	// Entries other tests left behind are swept now: the timer would drop
+	// them meanwhile (cheap sweeps, sweep.go), and this test counts drops.
+	// (A cheap sweep may run, for entries of live goroutines; it must
+	// find nothing of this test's to drop.)
 	contextvars.SweepNow()
-	liveBefore, sweepsBefore := contextvars.RegistryLive(), contextvars.RegistrySweeps()
+	liveBefore, droppedBefore := contextvars.RegistryLive(), contextvars.RegistryDropped()
 	contextvars.Churn(n, func(f func()) { contextvars.Go(f) }, func(i int) { v.Set(i) })
 	after := contextvars.HeapInUse()
 	t.Logf("%d Go calls: heap growth %d KiB, registry entries %d -> %d", n, (int64(after)-int64(before))>>10, liveBefore, contextvars.RegistryLive())
@@ -137,7 +141,7 @@ func TestGo_leavesNothing(t *testing.T) {
 	// wg.Done runs inside fn, before Run's exit frees the state: allow
 	// a moment for the last ones.
 	assert.Eventually(t, func() bool { return contextvars.RegistryLive() <= liveBefore }, 10*time.Second, time.Millisecond)
-	assert.Equal(t, sweepsBefore, contextvars.RegistrySweeps(), "Go removed the entries; no sweep was needed")
+	assert.Equal(t, droppedBefore, contextvars.RegistryDropped(), "Go removed the entries; no sweep was needed")
 }
 
 // test_context_run_1

@@ -26,9 +26,9 @@ package contextvars
 //     last sweep (runtime/metrics counts goroutines created and alive).
 //     Except when a sweep is cheap: if its pause, estimated from the last
 //     traceback's pause per goroutine, is at most cheapPause, the timer
-//     sweeps for any entry made since the last sweep (once some goroutine
-//     has exited), so that in a process of a few thousand goroutines or
-//     fewer an exited goroutine's values are reclaimed within about a
+//     sweeps while any entry exists (once some goroutine has exited since
+//     the last sweep), so that in a process of about a thousand goroutines
+//     or fewer an exited goroutine's values are reclaimed within about a
 //     second, however few and however large. Above that, entries wait for
 //     the count rule: up to 2G of them, of exited goroutines, may be held
 //     while G goroutines stay alive.
@@ -43,9 +43,11 @@ package contextvars
 // entries reach sweepAt, and never wait: if a sweep or check is under way,
 // they go on, and a sweep they find due is left to the timer, armed to fire
 // at once, whose goroutine sweeps (outside a synctest bubble, where no
-// timer may be armed, the goroutine sweeps itself). While minSweep entries exist, a timer (time.AfterFunc: no
-// goroutine of ours waits) checks again, so that entries of exited goroutines
-// are reclaimed even if no goroutine makes an implicit context after them.
+// timer may be armed, the goroutine sweeps itself). While minSweep entries
+// exist, or any while a sweep is cheap, a timer (time.AfterFunc: no
+// goroutine of ours waits) checks again, so that entries of exited
+// goroutines are reclaimed even if no goroutine makes an implicit context
+// after them.
 //
 // testing/synctest: inside a bubble, time is fake and a timer armed there
 // belongs to the bubble (it would keep a deadlocked bubble from being
@@ -88,8 +90,11 @@ const (
 	// cheapPause is the longest estimated pause of a sweep the timer
 	// makes for fewer entries than the count rule asks (see the file
 	// comment), and pausePerG the estimate per goroutine before any
-	// sweep (3-4 µs were measured on a 2-core AMD EPYC).
-	cheapPause = 10 * time.Millisecond
+	// sweep (3-4 µs were measured on a 2-core AMD EPYC). The timer
+	// checks at most once a second while entries exist, and sweeps only
+	// if a goroutine has exited since the last sweep: at most 0.5% of
+	// the wall time, and far less in a process of fewer goroutines.
+	cheapPause = 5 * time.Millisecond
 	pausePerG  = 4 * time.Microsecond
 )
 
@@ -158,9 +163,11 @@ func (r *registry) maybeSweep() {
 func (r *registry) checkLocked(bubbled, inline bool) {
 	n := r.implicit.Load()
 	g := int64(runtime.NumGoroutine())
-	// cheap: the timer may sweep for the entries made since the last
-	// sweep, though fewer than the count rule asks (see the file comment).
-	cheap := !bubbled && n > r.kept && r.cheap(g)
+	// cheap: the timer may sweep though the entries are fewer than the
+	// count rule asks (see the file comment). Not only for entries made
+	// since the last sweep: one it kept may have exited since (a worker
+	// pool that shut down).
+	cheap := !bubbled && n > 0 && r.cheap(g)
 	if n < minSweep && !cheap {
 		return
 	}
@@ -196,7 +203,7 @@ func (r *registry) checkLocked(bubbled, inline bool) {
 		}
 	}
 	switch {
-	case r.timerArmed || n == 0 || n < minSweep && !(!bubbled && n > r.kept && r.cheap(g)):
+	case r.timerArmed || n == 0 || n < minSweep && !(!bubbled && r.cheap(g)):
 	case !bubbled:
 		// Entries enough to sweep for, once their goroutines exit or
 		// pacing allows.

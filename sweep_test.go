@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 )
 
 // TestSweep_dropsExitedGoroutinesContexts is the leak test: 200,000 goroutines
@@ -238,9 +237,16 @@ func TestSweep_notOnTheSettingGoroutine(t *testing.T) {
 		dropImplicit()
 	}()
 	<-done
-	require.Eventually(t, func() bool {
+	if !assert.Eventually(t, func() bool {
 		_, implicit := registryEntries()
 		return implicit <= base
-	}, 10*time.Second, time.Millisecond, "the timer reclaimed the exited goroutines' entries")
+	}, 10*time.Second, time.Millisecond, "the timer reclaimed the exited goroutines' entries") {
+		reg.sweepMu.Lock()
+		g := int64(runtime.NumGoroutine())
+		exited, _ := exitedGoroutines()
+		t.Logf("implicit %d (base %d), kept %d, sweepAt %d, timer armed %v, period %v, last pause %v over %d goroutines, cheap(%d) %v, exited %d (at last sweep %d), sweeps %d",
+			reg.implicit.Load(), base, reg.kept, reg.sweepAt.Load(), reg.timerArmed, reg.period, reg.lastPause, reg.lastG, g, reg.cheap(g), exited, reg.exited, reg.sweeps)
+		reg.sweepMu.Unlock()
+	}
 	assert.False(t, onSetter.Load(), "the setting goroutine swept")
 }
