@@ -196,6 +196,13 @@ func (r *registry) checkLocked(bubbled, inline bool) {
 	default:
 		if r.sweepLocked(bubbled) {
 			r.exited, r.period = exited, 0
+			if n < max(minSweep, 2*g) {
+				// A cheap sweep, not one the count rule asked for:
+				// the timer checks again in a second, not at once
+				// (else a live implicit context and any churn of
+				// goroutines would make it sweep every 50 ms).
+				r.period = sweepMaxPeriod
+			}
 		}
 		n = r.implicit.Load()
 		if !bubbled && r.cheap(g) {
@@ -248,14 +255,21 @@ func (r *registry) onWakeup() {
 
 // cheap reports whether a sweep of g goroutines is estimated to pause for
 // at most cheapPause: by the last traceback's pause per goroutine, or
-// pausePerG before any.
+// pausePerG before any of minMeasuredG goroutines or more.
 func (r *sweeper) cheap(g int64) bool {
 	per := pausePerG
-	if r.lastG > 0 {
+	if r.lastG >= minMeasuredG {
 		per = r.lastPause / time.Duration(r.lastG)
 	}
 	return per*time.Duration(g) <= cheapPause
 }
+
+// minMeasuredG is the fewest goroutines whose traceback's pause per
+// goroutine cheap trusts: below it the pause is mostly the fixed cost of
+// stopping the world (about 60 µs per goroutine at 3), and an estimate from
+// it would keep every later sweep from counting as cheap, and hold the
+// entries of exited goroutines until the count rule.
+const minMeasuredG = 256
 
 // paced reports whether pacing forbids a sweep at now, and if so sets *wait
 // to the time until it allows one.

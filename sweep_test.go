@@ -250,3 +250,34 @@ func TestSweep_notOnTheSettingGoroutine(t *testing.T) {
 	}
 	assert.False(t, onSetter.Load(), "the setting goroutine swept")
 }
+
+// TestSweep_cheapAfterTinySweep: a sweep in a process of a few goroutines,
+// whose pause is mostly the fixed cost of stopping the world, must not make
+// later sweeps of a few hundred goroutines look dear: a handful of exited
+// goroutines' entries are still reclaimed by the timer (a review found them
+// held until 32 piled up).
+func TestSweep_cheapAfterTinySweep(t *testing.T) {
+	if inBubble() {
+		t.Skip("the timer is armed outside bubbles only")
+	}
+	v := NewVar[int]("v")
+	sweepNow()
+	_, base := registryEntries()
+	reg.sweepMu.Lock()
+	reg.lastPause, reg.lastG = 200*time.Microsecond, 3 // 67 µs per goroutine, measured on 3
+	reg.sweepMu.Unlock()
+	stop := make(chan struct{})
+	defer close(stop)
+	for range 300 {
+		go func() { <-stop }()
+	}
+	var wg sync.WaitGroup
+	for range 5 {
+		wg.Go(func() { v.Set(1) }) // an implicit context, then gone
+	}
+	wg.Wait()
+	assert.Eventually(t, func() bool {
+		_, implicit := registryEntries()
+		return implicit <= base
+	}, 10*time.Second, 10*time.Millisecond, "the timer reclaimed 5 exited goroutines' entries with 300 alive")
+}
