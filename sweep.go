@@ -163,11 +163,12 @@ func (r *registry) maybeSweep() {
 func (r *registry) checkLocked(bubbled, inline bool) {
 	n := r.implicit.Load()
 	g := int64(runtime.NumGoroutine())
-	// cheap: the timer may sweep though the entries are fewer than the
-	// count rule asks (see the file comment). Not only for entries made
-	// since the last sweep: one it kept may have exited since (a worker
-	// pool that shut down).
-	cheap := !bubbled && n > 0 && r.cheap(g)
+	// small: a sweep is cheap here (see the file comment). cheap: the
+	// timer may sweep though the entries are fewer than the count rule
+	// asks. Not only for entries made since the last sweep: one it kept
+	// may have exited since (a worker pool that shut down).
+	small := !bubbled && r.cheap(g)
+	cheap := small && n > 0
 	if n < minSweep && !cheap {
 		return
 	}
@@ -205,12 +206,13 @@ func (r *registry) checkLocked(bubbled, inline bool) {
 			}
 		}
 		n = r.implicit.Load()
-		if !bubbled && r.cheap(g) {
+		small = !bubbled && r.cheap(g) // by the pause just measured
+		if small {
 			r.sweepAt.Store(min(r.sweepAt.Load(), r.kept+1))
 		}
 	}
 	switch {
-	case r.timerArmed || n == 0 || n < minSweep && !(!bubbled && r.cheap(g)):
+	case r.timerArmed || n == 0 || n < minSweep && !small:
 	case !bubbled:
 		// Entries enough to sweep for, once their goroutines exit or
 		// pacing allows.
