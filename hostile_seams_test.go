@@ -71,15 +71,7 @@ func TestSeams_moreHostileInput(t *testing.T) {
 	}
 	for name, call := range cases {
 		t.Run(name, func(t *testing.T) {
-			var err error
-			var recovered any
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				defer func() { recovered = recover() }()
-				err = contextvars.New().Run(call)
-			}()
-			<-done
+			err, recovered := runIsolated(call)
 			if recovered != nil {
 				perr, ok := recovered.(error)
 				if !ok || !strings.HasPrefix(perr.Error(), "contextvars: ") {

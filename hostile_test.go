@@ -148,17 +148,7 @@ func TestHostileInput(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var err error
-			var recovered any
-			// Each case runs in a context of its own, in a goroutine of its
-			// own, so nothing carries over.
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				defer func() { recovered = recover() }()
-				err = contextvars.New().Run(tc.call)
-			}()
-			<-done
+			err, recovered := runIsolated(tc.call)
 			switch tc.want {
 			case returnsError:
 				require.Nil(t, recovered, "panicked")
@@ -174,4 +164,18 @@ func TestHostileInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// runIsolated runs call in a new context, on a goroutine of its own, so that
+// nothing carries over between cases, and returns call's error and what it
+// panicked with, if it did.
+func runIsolated(call func() error) (err error, recovered any) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() { recovered = recover() }()
+		err = contextvars.New().Run(call)
+	}()
+	<-done
+	return err, recovered
 }
