@@ -199,6 +199,9 @@ func dropImplicit() bool {
 		gs.dropPending = true
 		return false
 	}
+	if hs := switchHooks.Load(); hs != nil {
+		hs.call(gs.implicit, nil) // the goroutine leaves its implicit context
+	}
 	reg.free(gs, goroutineID()|ownerImplicit)
 	return true
 }

@@ -25,7 +25,9 @@ import (
 // it) may be that implicit context, which no Run can enter, on any
 // goroutine ([ErrAlreadyEntered]): it is current on its goroutine whenever
 // that goroutine is outside any Run. A hook that keeps it should keep a
-// Copy.
+// Copy. Dropping it ([DropImplicit]) is a switch from it to nil; where
+// DropImplicit ran inside a Run, leaving the outermost Run is a switch to
+// nil, not to the dropped context.
 type SwitchHook func(from, to *Context)
 
 // switchHooks is the registered hooks, nil if none: Run loads it once on

@@ -72,6 +72,67 @@ func TestOnSwitch(t *testing.T) {
 	assert.Equal(t, []int{0, 0, 1, 0, 1, 0, 2, 0}, seen, "a hook sees the vars of the context switched to")
 }
 
+// TestOnSwitch_dropImplicit: dropping a goroutine's implicit context, with
+// DropImplicit outside a Run or by the outermost Run that a DropImplicit
+// inside it asked to, is a switch to no context, so that hooks such as
+// pprofvars' do not keep the dropped context's labels.
+func TestOnSwitch_dropImplicit(t *testing.T) {
+	tag := contextvars.NewVar[string]("tag")
+	name := func(c *contextvars.Context) string {
+		if s, ok := tag.In(c); ok {
+			return s
+		}
+		return "nil"
+	}
+	var mu sync.Mutex
+	var log []string
+	remove := contextvars.OnSwitch(func(from, to *contextvars.Context) {
+		if name(from) == "nil" && name(to) == "nil" {
+			return // another test's switch
+		}
+		mu.Lock()
+		log = append(log, name(from)+">"+name(to))
+		mu.Unlock()
+	})
+	defer remove()
+	a := contextvars.New()
+	a.Run(func() error { tag.Set("a"); return nil })
+
+	tests := []struct {
+		name string
+		fn   func()
+		want []string
+	}{
+		{"outside Run", func() {
+			tag.Set("i")
+			contextvars.DropImplicit()
+		}, []string{"i>nil"}},
+		{"inside Run", func() {
+			tag.Set("i")
+			a.Run(func() error { contextvars.DropImplicit(); return nil })
+		}, []string{"i>a", "a>nil"}},
+		{"inside Run, Set again after", func() {
+			tag.Set("i")
+			a.Run(func() error { contextvars.DropImplicit(); return nil })
+			tag.Set("j")
+			a.Run(func() error { return nil })
+		}, []string{"i>a", "a>nil", "j>a", "a>j"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mu.Lock()
+			log = nil
+			mu.Unlock()
+			done := make(chan struct{})
+			go func() { defer close(done); tt.fn() }()
+			<-done
+			mu.Lock()
+			defer mu.Unlock()
+			assert.Equal(t, tt.want, log)
+		})
+	}
+}
+
 func TestOnSwitch_nil(t *testing.T) {
 	assert.PanicsWithError(t, "contextvars: nil func", func() { contextvars.OnSwitch(nil) })
 }

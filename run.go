@@ -98,7 +98,11 @@ func (c *Context) switchTo() (gs *gstate, prev *Context) {
 // Goexit alike.
 func (c *Context) exit(gs *gstate, prev *Context) {
 	if hs := switchHooks.Load(); hs != nil {
-		hs.call(c, prev)
+		to := prev
+		if gs.dropPending && prev == gs.implicit {
+			to = nil // dropped below: the goroutine goes back to none
+		}
+		hs.call(c, to)
 	}
 	c.leave()
 	if prev == nil {

@@ -27,7 +27,10 @@ import (
 // entering a context to the values the chosen vars have there (a var with
 // no value there gets no label), formatted with fmt's %v and named by the
 // vars' names; and, on leaving it, to the labels of the context it returns
-// to. Leaving a goroutine's outermost Run clears them.
+// to. Leaving a goroutine's outermost Run clears them, and so does
+// [contextvars.DropImplicit] (as httpvars.Handler calls it at the end of a
+// request), so that a keep-alive goroutine waiting for its next request
+// keeps no labels of the last one.
 //
 // While the hook is registered it owns the labels of every goroutine that
 // switches contexts: Go gives no way to read the labels a goroutine has, so

@@ -96,6 +96,42 @@ func TestLabels(t *testing.T) {
 	<-done
 }
 
+// parkedAfterDrop parks a goroutine that has dropped its implicit context.
+func parkedAfterDrop(ready chan<- struct{}, release <-chan struct{}) {
+	ready <- struct{}{}
+	<-release
+}
+
+// TestLabels_dropImplicit: a keep-alive goroutine whose middleware set a var
+// before the request's Run, and dropped it after (as httpvars.Handler does),
+// does not keep the request's labels while it waits for the next request.
+func TestLabels_dropImplicit(t *testing.T) {
+	remove := contextvars.OnSwitch(pprofvars.Labels(tenant, route))
+	defer remove()
+	for _, inside := range []bool{false, true} {
+		ready, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(done)
+			tenant.Set("acme") // the middleware, outside the request's Run
+			_ = contextvars.New().Run(func() error {
+				route.Set("/orders")
+				if inside {
+					contextvars.DropImplicit()
+				}
+				return nil
+			})
+			if !inside {
+				contextvars.DropImplicit()
+			}
+			parkedAfterDrop(ready, release)
+		}()
+		<-ready
+		assert.Equal(t, "", labelsOfBlocked(t, "parkedAfterDrop"), "DropImplicit inside Run: %v", inside)
+		close(release)
+		<-done
+	}
+}
+
 func TestLabels_badInput(t *testing.T) {
 	assert.PanicsWithError(t, "contextvars: pprofvars.Labels needs at least one var", func() { pprofvars.Labels() })
 	var nilVar *contextvars.Var[int]
