@@ -155,8 +155,10 @@ func TestScale(t *testing.T) {
 		maxImplicit.Store(0)
 		sweeps := registrySweeps()
 		reg.sweepMu.Lock()
+		reg.statsMu.Lock()
 		traceMax, traceAll, sweepMax := reg.tracebackMax, reg.tracebackTotal, reg.sweepMax
 		reg.tracebackMax, reg.sweepMax = 0, 0
+		reg.statsMu.Unlock()
 		reg.sweepMu.Unlock()
 		solo := soloTraceback()
 		before := pauses()
@@ -169,9 +171,11 @@ func TestScale(t *testing.T) {
 			solo: solo, maxImplicit: maxImplicit.Load(),
 		}
 		reg.sweepMu.Lock()
+		reg.statsMu.Lock()
 		r.traceMax, r.traceAll = reg.tracebackMax, reg.tracebackTotal-traceAll
 		longestSweep := reg.sweepMax
 		reg.tracebackMax, reg.sweepMax = max(traceMax, reg.tracebackMax), max(sweepMax, reg.sweepMax)
+		reg.statsMu.Unlock()
 		reg.sweepMu.Unlock()
 		// The bound of sweep.go: 2 × the peak of goroutines, plus
 		// minSweep, plus the implicit contexts made within one pacing

@@ -36,7 +36,8 @@ type Stats struct {
 }
 
 // ReadStats returns the package's counts. It takes a time that grows with
-// the goroutines in the package, and no lock that Get, Set or Run takes.
+// the goroutines in the package, and no lock that Get, Set or Run takes; it
+// does not wait for a sweep in progress (whose counts it leaves out).
 func ReadStats() Stats {
 	var s Stats
 	s.Retained = reg.eachState(func(_ *gstate, owner uint64, overflow bool) {
@@ -48,9 +49,9 @@ func ReadStats() Stats {
 			s.Overflow++
 		}
 	})
-	reg.sweepMu.Lock()
+	reg.statsMu.Lock() // not sweepMu: a sweep may hold that for seconds
 	s.Sweeps, s.Dropped = reg.sweeps, reg.dropped
 	s.SweepPauseTotal, s.SweepPauseMax = reg.tracebackTotal, reg.tracebackMax
-	reg.sweepMu.Unlock()
+	reg.statsMu.Unlock()
 	return s
 }

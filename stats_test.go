@@ -60,6 +60,33 @@ func TestReadStats(t *testing.T) {
 	assert.GreaterOrEqual(t, s.SweepPauseTotal, s.SweepPauseMax)
 }
 
+// TestReadStats_duringSweep: ReadStats does not wait for a sweep in
+// progress, which may stop for seconds at scale.
+func TestReadStats_duringSweep(t *testing.T) {
+	v := NewVar[int]("v")
+	done := make(chan struct{})
+	go func() { defer close(done); v.Set(1) }() // an implicit entry: a candidate
+	<-done
+	listed, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	setSweepListed(func(map[uint64]*gstate) {
+		once.Do(func() { close(listed); <-release })
+	})
+	defer setSweepListed(nil)
+	swept := make(chan struct{})
+	go func() { defer close(swept); sweepNow() }()
+	<-listed // the sweep holds sweepMu until release
+	read := make(chan Stats)
+	go func() { read <- ReadStats() }()
+	select {
+	case <-read:
+	case <-time.After(time.Minute): // a hang, not a timing
+		t.Error("ReadStats waited for the sweep in progress")
+	}
+	close(release)
+	<-swept
+}
+
 // TestForbidImplicit: while on, a Set outside any Run panics with an error
 // that names the var and wraps ErrOutsideRun, and sets nothing; inside Run,
 // Call and Go it changes nothing.

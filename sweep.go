@@ -128,7 +128,9 @@ type sweeper struct {
 	pinMu  sync.Mutex
 	pinned map[uint64]bool
 
-	// Counts for ReadStats.
+	// Counts for ReadStats, written with both sweepMu and statsMu held
+	// and read with either, so that ReadStats need not wait for a sweep.
+	statsMu                      sync.Mutex
 	sweeps                       uint64
 	dropped                      uint64
 	tracebackMax, tracebackTotal time.Duration
@@ -319,7 +321,9 @@ func (r *registry) sweepLocked(bubbled bool) bool {
 	pause := time.Since(start)
 	if !bubbled {
 		r.lastEnd, r.lastPause, r.lastG = time.Now(), pause, runtime.NumGoroutine()
+		r.statsMu.Lock()
 		r.tracebackMax, r.tracebackTotal = max(r.tracebackMax, pause), r.tracebackTotal+pause
+		r.statsMu.Unlock()
 	}
 	if !fit {
 		return false
@@ -342,8 +346,10 @@ func (r *registry) sweepLocked(bubbled bool) bool {
 	r.pruneFree()
 	r.kept = r.implicit.Load()
 	r.sweepAt.Store(max(minSweep, 2*r.kept))
+	r.statsMu.Lock()
 	r.sweeps++
 	r.dropped += uint64(dropped)
+	r.statsMu.Unlock()
 	if !bubbled {
 		r.sweepMax = max(r.sweepMax, time.Since(began))
 	}
