@@ -429,8 +429,15 @@ func readHeader(carrier propagation.TextMapCarrier) (header string, within bool)
 	return b.String(), true
 }
 
-// extracted is the context.Context key of the setters Extract found.
+// extracted is the context.Context key of the setters Extract found, a
+// []setter.
 type extracted struct{}
+
+// setter sets var v to a value Extract found.
+type setter struct {
+	v   contextvars.Key
+	set func()
+}
 
 // Extract reads the carrier's baggage and returns a copy of ctx that holds
 // the values of the chosen vars found there, for [Apply] (or
@@ -469,7 +476,7 @@ func (p *Propagator) Extract(ctx context.Context, carrier propagation.TextMapCar
 	if b.Len() == 0 {
 		return ctx
 	}
-	var sets []func()
+	var sets []setter
 	for _, f := range p.fields {
 		m := b.Member(f.key)
 		if m.Key() == "" {
@@ -480,7 +487,7 @@ func (p *Propagator) Extract(ctx context.Context, carrier propagation.TextMapCar
 			p.report(fmt.Errorf("contextvars: baggagevars: decoding %s: %w", f.key, err))
 			continue
 		}
-		sets = append(sets, set)
+		sets = append(sets, setter{f.v, set})
 	}
 	// Merge into ctx's OpenTelemetry baggage, the carrier's members
 	// winning, as OpenTelemetry's propagator would leave them.
@@ -496,8 +503,8 @@ func (p *Propagator) Extract(ctx context.Context, carrier propagation.TextMapCar
 	}
 	ctx = baggage.ContextWithBaggage(ctx, merged)
 	if len(sets) > 0 {
-		if prev, ok := ctx.Value(extracted{}).([]func()); ok {
-			sets = append(append([]func(){}, prev...), sets...)
+		if prev, ok := ctx.Value(extracted{}).([]setter); ok {
+			sets = append(slices.Clone(prev), sets...)
 		}
 		ctx = context.WithValue(ctx, extracted{}, sets)
 	}
@@ -505,21 +512,35 @@ func (p *Propagator) Extract(ctx context.Context, carrier propagation.TextMapCar
 }
 
 // Apply sets, in the calling goroutine's current context, the vars whose
-// values Extract found in ctx, and reports how many it set. Call it inside
-// the request's own context (a contextvars.Context.Run), never on a
-// goroutine that serves more than one request outside one:
-// [Propagator.Handler] does it for you.
+// values Extract found in ctx and that have no value there yet, and reports
+// how many it set. Call it inside the request's own context (a
+// contextvars.Context.Run), never on a goroutine that serves more than one
+// request outside one: [Propagator.Handler] does it for you.
+//
+// A caller's baggage fills in; it never replaces a value this process set
+// for the request. Baggage is input from the caller, as untrusted as any
+// header: a var that a middleware set before Apply (say, the user an
+// authentication middleware found) keeps its value whatever the caller
+// sends under its key, in whichever order the middleware and
+// [Propagator.Handler] are chained. A default ([contextvars.NewVarWithDefault])
+// is not a value: baggage replaces it. Where a var is set for the request
+// only if the caller sent none (a request id made up where none came), do
+// it inside Propagator.Handler, where the caller's value is already set.
 //
 // Apply(nil) sets nothing and returns 0.
 func Apply(ctx context.Context) int {
 	if ctx == nil {
 		return 0
 	}
-	sets, _ := ctx.Value(extracted{}).([]func())
-	for _, set := range sets {
-		set()
+	sets, _ := ctx.Value(extracted{}).([]setter)
+	n := 0
+	for _, s := range sets {
+		if _, ok := contextvars.Lookup(s.v); !ok {
+			s.set()
+			n++
+		}
 	}
-	return len(sets)
+	return n
 }
 
 // Handler returns an http.Handler that serves each request with next in a
@@ -527,7 +548,8 @@ func Apply(ctx context.Context) int {
 // around next), with the vars p extracts from the request's baggage header
 // set in it: a copy of the context current when Handler is called, with the
 // serving goroutine's context at the request's arrival over it, and the
-// baggage's vars over both. The request's context.Context carries that
+// baggage's vars for those of the chosen vars that neither sets (see
+// [Apply]: a caller's baggage never replaces what this process set). The request's context.Context carries that
 // context (contextvars.FromContext) and the extracted OpenTelemetry baggage.
 // Like httpvars.Handler, it drops what the serving goroutine set outside
 // any Run when the request ends.

@@ -35,7 +35,9 @@
 // that serves one call after another: without a Run per call, a var set
 // outside Run by one call would be seen by the next call on that worker.
 // The handler is called inside that copy's Run, after the chosen vars found
-// in the incoming metadata's baggage are set there (baggagevars.Apply). The
+// in the incoming metadata's baggage are set there (baggagevars.Apply),
+// those of them that nothing set before: the caller's baggage never
+// replaces a value an interceptor of this server set for the call. The
 // call's context.Context — the ctx of a unary handler, ServerStream.Context
 // of a streaming one — carries the copy (contextvars.FromContext), so
 // goroutines the handler starts reach the call's vars with

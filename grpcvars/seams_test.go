@@ -59,3 +59,28 @@ func TestSeams_outerInterceptorOrder(t *testing.T) {
 	defer mu.Unlock()
 	assert.Equal(t, []string{"", ""}, before, "a call's serving goroutine saw the previous call's user")
 }
+
+// TestSeams_baggageDoesNotReplaceInterceptorValue: an interceptor chained
+// before grpcvars' sets user from the call's credentials; the caller's
+// baggage, which names another user, must not replace it (baggagevars.Apply
+// fills in only). Without the credential, the baggage's user fills in.
+func TestSeams_baggageDoesNotReplaceInterceptorValue(t *testing.T) {
+	var mu sync.Mutex
+	var before []string
+	conn := serve(t, newPropagator(), &testService{}, []grpc.ServerOption{
+		grpc.UnaryInterceptor(authInterceptor(&mu, &before)),
+	}, nil)
+	client := testpb.NewTestServiceClient(conn)
+
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-user", "alice", "baggage", "user=admin,tenant=acme")
+	resp, err := client.UnaryCall(ctx, request("r-1"))
+	require.NoError(t, err)
+	got := decode(resp.GetPayload().GetBody())
+	assert.Equal(t, "alice", got.User, "the caller's baggage replaced the user an interceptor set")
+	assert.Equal(t, "acme", got.Tenant, "baggage fills in a var nothing set")
+
+	ctx = metadata.AppendToOutgoingContext(context.Background(), "baggage", "user=bob")
+	resp, err = client.UnaryCall(ctx, request("r-2"))
+	require.NoError(t, err)
+	assert.Equal(t, "bob", decode(resp.GetPayload().GetBody()).User)
+}

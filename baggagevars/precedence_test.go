@@ -1,0 +1,90 @@
+package baggagevars_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/go-contextvars/contextvars"
+	"github.com/go-contextvars/contextvars/baggagevars"
+	"github.com/go-contextvars/contextvars/httpvars"
+)
+
+// TestHandler_baggageFillsIn: a caller's baggage sets only the chosen vars
+// the request has no value for; it never replaces what the server's own
+// middleware set, in whichever order the middleware and p.Handler are
+// chained (an authentication middleware's user must not be the caller's
+// to choose). A var's default is not a value.
+func TestHandler_baggageFillsIn(t *testing.T) {
+	user := contextvars.NewVar[string]("user")
+	region := contextvars.NewVarWithDefault("region", "eu")
+	p := baggagevars.New(baggagevars.String(user, "user.id"), baggagevars.String(region, "region"))
+	auth := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Authorization") == "alice-token" {
+				user.Set("alice")
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, _ := user.Get()
+		reg, _ := region.Get()
+		io.WriteString(w, u+" "+reg)
+	})
+	tests := []struct {
+		name    string
+		h       http.Handler
+		authz   string
+		baggage string
+		want    string
+	}{
+		{"auth outside p.Handler", auth(p.Handler(app)), "alice-token", "user.id=admin,region=us", "alice us"},
+		{"auth inside p.Handler", p.Handler(auth(app)), "alice-token", "user.id=admin,region=us", "alice us"},
+		{"auth outside httpvars and p.Handler", auth(httpvars.Handler(p.Handler(app))), "alice-token", "user.id=admin", "alice eu"},
+		{"auth between httpvars and p.Handler", httpvars.Handler(auth(p.Handler(app))), "alice-token", "user.id=admin", "alice eu"},
+		{"no credential: the caller's value fills in", auth(p.Handler(app)), "", "user.id=bob", "bob eu"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(tt.h)
+			defer srv.Close()
+			for range 3 { // one keep-alive connection: nothing carries over
+				req, err := http.NewRequest("GET", srv.URL, nil)
+				require.NoError(t, err)
+				if tt.authz != "" {
+					req.Header.Set("Authorization", tt.authz)
+				}
+				req.Header.Set("Baggage", tt.baggage)
+				resp, err := srv.Client().Do(req)
+				require.NoError(t, err)
+				body, err := io.ReadAll(resp.Body)
+				require.NoError(t, err)
+				resp.Body.Close()
+				assert.Equal(t, tt.want, string(body))
+			}
+		})
+	}
+}
+
+// TestApply_fillsIn: Apply sets a var the current context lacks, keeps one
+// it holds, and counts only what it set.
+func TestApply_fillsIn(t *testing.T) {
+	p := newPropagator()
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Header.Set("Baggage", "tenant=evil,attempt=3")
+	ctx := p.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	inNew(t, func() {
+		tenant.Set("acme")
+		assert.Equal(t, 1, baggagevars.Apply(ctx))
+		got, _ := tenant.Get()
+		assert.Equal(t, "acme", got)
+		n, _ := attempt.Get()
+		assert.Equal(t, 3, n)
+	})
+}
