@@ -582,6 +582,11 @@ func (p *Propagator) Handler(next http.Handler) http.Handler {
 // from a goroutine that runs in none carries those of the
 // contextvars.Context its context.Context carries.
 //
+// The request base is given carries the header's members also as the
+// OpenTelemetry baggage of its context.Context, so that a base that
+// injects baggage itself (otelhttp.NewTransport with OpenTelemetry's
+// propagation.Baggage) sends the chosen vars too, in either order.
+//
 // Transport panics if p is nil.
 func (p *Propagator) Transport(base http.RoundTripper) http.RoundTripper {
 	if p == nil {
@@ -605,7 +610,17 @@ func (t *transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r == nil {
 		return nil, errors.New("contextvars: baggagevars: nil *http.Request")
 	}
-	r = r.Clone(r.Context())
-	t.p.Inject(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx := r.Context()
+	r = r.Clone(ctx)
+	t.p.Inject(ctx, propagation.HeaderCarrier(r.Header))
+	// The request's context.Context gets the header's members as its
+	// OpenTelemetry baggage, so that an injector base calls (otelhttp's
+	// Transport, with propagation.Baggage{}) writes the vars again
+	// rather than writing the header anew from ctx's baggage alone.
+	if h := r.Header.Get(baggageHeader); h != "" {
+		if b, err := baggage.Parse(h); err == nil {
+			r = r.WithContext(baggage.ContextWithBaggage(ctx, b))
+		}
+	}
 	return t.base.RoundTrip(r)
 }

@@ -88,3 +88,37 @@ func TestApply_fillsIn(t *testing.T) {
 		assert.Equal(t, 3, n)
 	})
 }
+
+// roundTripFunc is an http.RoundTripper made of a func.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestTransport_underBaggageInjector: a base RoundTripper that writes the
+// baggage header anew from the request context's OpenTelemetry baggage, as
+// otelhttp's Transport with propagation.Baggage does, still sends the
+// chosen vars, also when that context already holds baggage (a service
+// that received some).
+func TestTransport_underBaggageInjector(t *testing.T) {
+	p := newPropagator()
+	var sent string
+	otelLike := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		propagation.Baggage{}.Inject(r.Context(), propagation.HeaderCarrier(r.Header))
+		sent = r.Header.Get("Baggage")
+		return &http.Response{StatusCode: http.StatusOK, Body: http.NoBody, Request: r}, nil
+	})
+	client := &http.Client{Transport: p.Transport(otelLike)}
+	received := httptest.NewRequest("GET", "/", nil)
+	received.Header.Set("Baggage", "other=1")
+	ctx := p.Extract(received.Context(), propagation.HeaderCarrier(received.Header))
+	inNew(t, func() {
+		tenant.Set("acme")
+		req, err := http.NewRequestWithContext(ctx, "GET", "http://b.internal/", nil)
+		require.NoError(t, err)
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+	})
+	assert.Contains(t, sent, "tenant=acme")
+	assert.Contains(t, sent, "other=1")
+}

@@ -118,9 +118,8 @@ func oursInside(base http.RoundTripper, tp trace.TracerProvider, prop propagatio
 	return otelhttp.NewTransport(p.Transport(base), otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(prop))
 }
 
-// oursOutside works only when otelhttp's propagators include ours:
-// propagation.Baggage writes the header anew from the context's
-// OpenTelemetry baggage, and the vars are in the header only.
+// oursOutside: propagation.Baggage writes the header anew from the
+// context's OpenTelemetry baggage, to which our transport adds the vars.
 func oursOutside(base http.RoundTripper, tp trace.TracerProvider, prop propagation.TextMapPropagator, p *baggagevars.Propagator) http.RoundTripper {
 	return p.Transport(otelhttp.NewTransport(base, otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(prop)))
 }
@@ -142,6 +141,7 @@ func TestOtelhttp(t *testing.T) {
 	}{
 		{"oursInside/otelPropagators", oursInside, otelProps},
 		{"oursInside/withOurs", oursInside, withOurs},
+		{"oursOutside/otelPropagators", oursOutside, otelProps},
 		{"oursOutside/withOurs", oursOutside, withOurs},
 	}
 	for stackName, stack := range stacks {
