@@ -22,8 +22,10 @@
 // net/http's goroutine for every request on the connection: mount it
 // around the whole mux, not on some routes, and outside
 // http.TimeoutHandler, which runs the rest of the chain on a goroutine of
-// its own; else what an outer middleware set can outlive its request. The
-// safe order is Handler outermost. (A test suite that turns on
+// its own; else what an outer middleware set can outlive its request.
+// Behind Handler, use [TimeoutHandler] in place of http.TimeoutHandler, so
+// that the handler behind it runs in the request's vars. The safe order is
+// Handler outermost. (A test suite that turns on
 // contextvars.ForbidImplicit makes such an outer Set panic, which finds
 // these cases; there, put the middleware inside Handler.)
 //
@@ -43,6 +45,7 @@ package httpvars
 import (
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/go-contextvars/contextvars"
 )
@@ -100,4 +103,27 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.next.ServeHTTP(w, r)
 		return nil
 	})
+}
+
+// TimeoutHandler is http.TimeoutHandler(Handler(next), dt, msg): an
+// http.TimeoutHandler whose handler runs in the request's vars. Use it in
+// place of http.TimeoutHandler behind Handler. http.TimeoutHandler serves
+// next on a goroutine of its own, which runs in no context: there
+// [contextvars.Var.Get] finds nothing, [contextvars.Go] and
+// [contextvars.Wrap] hand on nothing, and what a middleware behind it sets
+// stays on that goroutine until a sweep (only log handlers and outgoing
+// requests, which read the context.Context, would still see the request's
+// vars). The Handler inside runs next in a copy of the request's context,
+// which the request's context.Context carries, and drops what is set on
+// that goroutine outside any Run when the request ends.
+//
+// Vars set in next are not seen by code outside it, such as
+// a middleware that runs after TimeoutHandler returns, as with any Run.
+//
+// TimeoutHandler panics if next is nil.
+func TimeoutHandler(next http.Handler, dt time.Duration, msg string) http.Handler {
+	if next == nil {
+		panic(errors.New("contextvars: httpvars.TimeoutHandler: nil http.Handler"))
+	}
+	return http.TimeoutHandler(Handler(next), dt, msg)
 }
