@@ -25,7 +25,12 @@
 // its own; else what an outer middleware set can outlive its request.
 // Behind Handler, use [TimeoutHandler] in place of http.TimeoutHandler, so
 // that the handler behind it runs in the request's vars. The safe order is
-// Handler outermost. (A test suite that turns on
+// Handler outermost. The drop runs only for a request an http.Server
+// serves: a handler called by other code (a test with
+// httptest.NewRecorder, an adapter for another server) runs on that
+// code's goroutine, whose vars stay its own, so there what a middleware
+// outside Handler sets stays on it too; put such middleware inside
+// Handler. (A test suite that turns on
 // contextvars.ForbidImplicit makes such an outer Set panic, which finds
 // these cases; there, put the middleware inside Handler.)
 //
