@@ -231,6 +231,11 @@ func errInternal(what string) error {
 // the current context. Nothing of the new goroutine's state is left behind
 // when fn returns, panics or calls runtime.Goexit.
 //
+// The copy is fn's for its whole life: a long-lived worker started with Go
+// from inside a request runs in that request's vars for good. Start such a
+// worker with a plain go statement and hand each task its own vars
+// ([Wrap], [RunFrom]).
+//
 // Go panics if fn is nil.
 func Go(fn func()) {
 	if fn == nil {
