@@ -54,9 +54,11 @@ func main() {
 	}
 }
 
-// withOrderID is an id middleware, placed outside httpvars.Handler: it sets
-// order_id on net/http's goroutine before the request's context exists, and
-// the request sees it (and the next request on the connection does not).
+// withOrderID is an id middleware, placed inside httpvars.Handler, the safe
+// order: it sets order_id in the request's context. (Outside, it would set
+// it on net/http's goroutine before the request's context exists; the
+// request would still see it, and the next request on the connection would
+// not, but a test suite with contextvars.ForbidImplicit on would panic.)
 func withOrderID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		orderID.Set(r.Header.Get("X-Order-Id"))
@@ -123,7 +125,7 @@ func run(out io.Writer) error {
 	// the transport dialled but never used.
 	defer outgoing.CloseIdleConnections()
 	ordersURL, stopOrders, err := serve("orders", func() http.Handler {
-		return withOrderID(httpvars.Handler(orders(log, client, inventoryURL)))
+		return httpvars.Handler(withOrderID(orders(log, client, inventoryURL)))
 	})
 	if err != nil {
 		return err
