@@ -37,7 +37,11 @@ func GoIn(c *Context, fn func()) error {
 // handed (GoIn): Run without the claim.
 func (c *Context) runEntered(fn func()) {
 	gs, prev := c.switchTo()
-	defer c.exit(gs, prev)
+	hs := switchHooks.Load()
+	defer c.exit(gs, prev, hs)
+	if hs != nil {
+		hs.call(prev, c)
+	}
 	fn()
 }
 

@@ -18,7 +18,11 @@ import (
 // restored one (nil when leaving the goroutine's outermost Run). It runs on
 // that goroutine, before fn on entering and after fn on leaving, also when
 // fn panics or calls runtime.Goexit, so it sees the vars of to with
-// [Var.In]. It must not panic, nor enter or leave contexts itself.
+// [Var.In]. It must not enter or leave contexts itself, and should not
+// panic; if it panics or calls runtime.Goexit (t.FailNow in a test), the
+// Run still undoes its switch on the way out, calling the hooks for
+// leaving, and leaves nothing entered. A Run calls on leaving the hooks it
+// called on entering, also if they were removed meanwhile.
 //
 // A Set outside any Run, which makes the goroutine's implicit context, is
 // not a switch. But from (entering a goroutine's first Run) and to (leaving

@@ -6,9 +6,13 @@ package contextvars
 //
 // Invariant: a Run restores the goroutine's previous context and releases c's
 // ownership flag (context.go) on every way out of fn (return, panic,
-// runtime.Goexit), since exit is deferred; and the goroutine's outermost Run
-// frees its state, unless the goroutine holds an implicit context, so that
-// scoped use leaves nothing in the registry.
+// runtime.Goexit), since exit is deferred before anything else runs, switch
+// hooks included, and exit restores whatever its own hooks do; and the
+// goroutine's outermost Run frees its state, unless the goroutine holds an
+// implicit context, so that scoped use leaves nothing in the registry.
+//
+// A Run loads the switch hooks once, on entering, and calls the same ones on
+// leaving: each hook called for an entry is called for its exit.
 
 import "sync/atomic"
 
@@ -34,7 +38,11 @@ func (c *Context) Run(fn func() error) error {
 	if err != nil {
 		return err
 	}
-	defer c.exit(gs, prev)
+	hs := switchHooks.Load()
+	defer c.exit(gs, prev, hs)
+	if hs != nil {
+		hs.call(prev, c)
+	}
 	return fn()
 }
 
@@ -47,7 +55,11 @@ func Call[T any](c *Context, fn func() (T, error)) (T, error) {
 		var zero T
 		return zero, err
 	}
-	defer c.exit(gs, prev)
+	hs := switchHooks.Load()
+	defer c.exit(gs, prev, hs)
+	if hs != nil {
+		hs.call(prev, c)
+	}
 	return fn()
 }
 
@@ -78,7 +90,8 @@ func (c *Context) begin(nilFunc bool) (gs *gstate, prev *Context, err error) {
 
 // switchTo makes c, whose ownership flag the caller holds, the calling
 // goroutine's current context, and returns the goroutine's state and the
-// context it replaced.
+// context it replaced. The caller loads the switch hooks, defers exit with
+// them, and only then calls them.
 func (c *Context) switchTo() (gs *gstate, prev *Context) {
 	// The goroutine's state, claimed if it has none: the lookup's fast
 	// path inlined, the rest of the lookup and the claim in one call.
@@ -88,21 +101,16 @@ func (c *Context) switchTo() (gs *gstate, prev *Context) {
 	}
 	prev = gs.current
 	gs.current = c
-	if hs := switchHooks.Load(); hs != nil {
-		hs.call(prev, c)
-	}
 	return gs, prev
 }
 
-// exit undoes begin's switch. It runs deferred, so on return, panic and
-// Goexit alike.
-func (c *Context) exit(gs *gstate, prev *Context) {
-	if hs := switchHooks.Load(); hs != nil {
-		to := prev
-		if gs.dropPending && prev == gs.implicit {
-			to = nil // dropped below: the goroutine goes back to none
-		}
-		hs.call(c, to)
+// exit undoes begin's switch, calling the switch hooks hs (nil if none) that
+// were called on entering. It runs deferred, so on return, panic and Goexit
+// alike.
+func (c *Context) exit(gs *gstate, prev *Context, hs *hookList) {
+	if hs != nil {
+		c.exitHooked(gs, prev, hs)
+		return
 	}
 	c.leave()
 	if prev == nil {
@@ -120,4 +128,16 @@ func (c *Context) exit(gs *gstate, prev *Context) {
 		// DropImplicit was called inside this, the outermost Run.
 		reg.free(gs, atomic.LoadUint64(&gs.owner))
 	}
+}
+
+// exitHooked is exit with hooks hs: it calls them, then does exit's work,
+// also if a hook panics or calls runtime.Goexit, so that no hook can leave
+// c entered or the goroutine's state behind.
+func (c *Context) exitHooked(gs *gstate, prev *Context, hs *hookList) {
+	defer c.exit(gs, prev, nil)
+	to := prev
+	if gs.dropPending && prev == gs.implicit {
+		to = nil // dropped by exit: the goroutine goes back to none
+	}
+	hs.call(c, to)
 }
