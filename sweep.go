@@ -168,8 +168,11 @@ func (r *registry) checkLocked(bubbled, inline bool) {
 	// small: a sweep is cheap here (see the file comment). cheap: the
 	// timer may sweep though the entries are fewer than the count rule
 	// asks. Not only for entries made since the last sweep: one it kept
-	// may have exited since (a worker pool that shut down).
-	small := !bubbled && r.cheap(g)
+	// may have exited since (a worker pool that shut down). In a bubble
+	// too (cheap reads only the last sweep's figures, not the clock), so
+	// that a bubble's few entries get a wakeup; but a bubble's goroutine
+	// sweeps inline only by the count rule.
+	small := r.cheap(g)
 	cheap := small && n > 0
 	if n < minSweep && !cheap {
 		return
@@ -177,7 +180,7 @@ func (r *registry) checkLocked(bubbled, inline bool) {
 	wait := time.Duration(0) // until pacing allows a sweep
 	exited, known := exitedGoroutines()
 	switch {
-	case n < 2*g && !(cheap && inline):
+	case n < 2*g && !(cheap && inline && !bubbled):
 		if cheap {
 			// Each new entry checks, arming the timer if need be.
 			r.sweepAt.Store(r.kept + 1)
@@ -208,7 +211,7 @@ func (r *registry) checkLocked(bubbled, inline bool) {
 			}
 		}
 		n = r.implicit.Load()
-		small = !bubbled && r.cheap(g) // by the pause just measured
+		small = r.cheap(g) // by the pause just measured
 		if small {
 			r.sweepAt.Store(min(r.sweepAt.Load(), r.kept+1))
 		}
