@@ -120,7 +120,7 @@ func UnaryServerInterceptor(p *baggagevars.Propagator) grpc.UnaryServerIntercept
 	base := contextvars.CopyContext() // never entered: each call runs in a copy
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 		if ctx == nil || handler == nil {
-			return nil, status.Error(codes.Internal, "contextvars: grpcvars: unary server interceptor called with a nil context.Context or grpc.UnaryHandler")
+			return nil, internalError("contextvars: grpcvars: unary server interceptor called with a nil context.Context or grpc.UnaryHandler")
 		}
 		if grpc.ServerTransportStreamFromContext(ctx) != nil {
 			defer contextvars.DropImplicit() // see incoming
@@ -149,11 +149,11 @@ func StreamServerInterceptor(p *baggagevars.Propagator) grpc.StreamServerInterce
 	base := contextvars.CopyContext() // never entered: each call runs in a copy
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
 		if ss == nil || handler == nil {
-			return status.Error(codes.Internal, "contextvars: grpcvars: stream server interceptor called with a nil grpc.ServerStream or grpc.StreamHandler")
+			return internalError("contextvars: grpcvars: stream server interceptor called with a nil grpc.ServerStream or grpc.StreamHandler")
 		}
 		ctx := ss.Context()
 		if ctx == nil {
-			return status.Error(codes.Internal, "contextvars: grpcvars: grpc.ServerStream with a nil context.Context")
+			return internalError("contextvars: grpcvars: grpc.ServerStream with a nil context.Context")
 		}
 		if grpc.ServerTransportStreamFromContext(ctx) != nil {
 			defer contextvars.DropImplicit() // see incoming
@@ -179,7 +179,7 @@ func UnaryClientInterceptor(p *baggagevars.Propagator) grpc.UnaryClientIntercept
 	}
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		if ctx == nil || invoker == nil {
-			return status.Error(codes.Internal, "contextvars: grpcvars: unary client interceptor called with a nil context.Context or grpc.UnaryInvoker")
+			return internalError("contextvars: grpcvars: unary client interceptor called with a nil context.Context or grpc.UnaryInvoker")
 		}
 		return invoker(outgoing(ctx, p), method, req, reply, cc, opts...)
 	}
@@ -196,7 +196,7 @@ func StreamClientInterceptor(p *baggagevars.Propagator) grpc.StreamClientInterce
 	}
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		if ctx == nil || streamer == nil {
-			return nil, status.Error(codes.Internal, "contextvars: grpcvars: stream client interceptor called with a nil context.Context or grpc.Streamer")
+			return nil, internalError("contextvars: grpcvars: stream client interceptor called with a nil context.Context or grpc.Streamer")
 		}
 		return streamer(outgoing(ctx, p), desc, cc, method, opts...)
 	}
@@ -300,3 +300,13 @@ type serverStream struct {
 // Context returns the call's context.Context, which carries its
 // contextvars.Context and extracted baggage.
 func (s *serverStream) Context() context.Context { return s.ctx }
+
+// internalError is the error the interceptors return for a nil argument:
+// its message starts "contextvars: ", as every error of this module's does,
+// and gRPC sends it with code Internal (status.Code reads GRPCStatus).
+type internalError string
+
+func (e internalError) Error() string { return string(e) }
+
+// GRPCStatus returns e as a status of code Internal.
+func (e internalError) GRPCStatus() *status.Status { return status.New(codes.Internal, string(e)) }
