@@ -116,8 +116,12 @@ func (t *Token[T]) consume(v *Var[T]) (gs *gstate, hasOld bool, err error) {
 		return nil, false, tokenError(ErrTokenUsed, t.varName(), "has already been used once")
 	}
 	if t.b.leaf.key != &v.c {
+		other := "var " + strconv.Quote(v.Name())
+		if v.Name() == t.varName() {
+			other = "another var of that name"
+		}
 		return nil, false, tokenError(ErrTokenVar, t.varName(),
-			"was created by a different ContextVar (Reset of var "+strconv.Quote(v.Name())+")")
+			"was created by a different ContextVar (Reset of "+other+")")
 	}
 	gs = state()
 	if gs == nil || gs.current == nil || gs.current.id() != ts&ctxIDMask {

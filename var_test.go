@@ -204,6 +204,16 @@ func TestVar_Reset(t *testing.T) {
 			wantMsg: `^contextvars: token of var "v" was created by a different ContextVar \(Reset of var "w"\)$`,
 		},
 		{
+			name: "other var of the same name",
+			prepare: func(t *testing.T) setup {
+				c, v := contextvars.New(), contextvars.NewVar[int]("v")
+				tok, _ := contextvars.Call(c, func() (*contextvars.Token[int], error) { return v.Set(1), nil })
+				return setup{contextvars.NewVar[int]("v"), tok, inSame(c)}
+			},
+			wantErr: contextvars.ErrTokenVar,
+			wantMsg: `^contextvars: token of var "v" was created by a different ContextVar \(Reset of another var of that name\)$`,
+		},
+		{
 			name: "other context",
 			prepare: func(t *testing.T) setup {
 				c, v := contextvars.New(), contextvars.NewVar[int]("v")
