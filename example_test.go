@@ -252,6 +252,38 @@ func ExampleRunFrom() {
 	// hook runs for alice
 }
 
+// This example demonstrates Var.InContext, the typed LookupContext: code
+// that may run in a context of its own or in none (a log helper, a plain
+// goroutine) reads a var from the context it runs in, else from the one
+// its context.Context carries.
+func ExampleVar_InContext() {
+	user := contextvars.NewVar[string]("user")
+	req := contextvars.New()
+	_ = req.Run(func() error {
+		user.Set("alice")
+		ctx := contextvars.WithContext(context.Background(), req)
+		done := make(chan struct{})
+		go func() { // a plain goroutine: it runs in no context
+			defer close(done)
+			u, ok := user.InContext(ctx)
+			fmt.Println("plain goroutine:", u, ok)
+		}()
+		<-done
+		done = make(chan struct{})
+		contextvars.Go(func() { // its own copy, where it sets a var
+			defer close(done)
+			user.Set("bob")
+			u, _ := user.InContext(ctx)
+			fmt.Println("in its own context:", u)
+		})
+		<-done
+		return nil
+	})
+	// Output:
+	// plain goroutine: alice true
+	// in its own context: bob
+}
+
 // This example demonstrates Pull: iter.Pull runs a sequence on a goroutine
 // of its own, which would start with an empty context; Pull runs it in a
 // copy of the caller's.

@@ -90,11 +90,35 @@ func RunFrom(ctx context.Context, fn func() error) error {
 // has no other place to look, always does; to act for the other request,
 // run in a copy of its context with [RunFrom].
 func LookupContext(ctx context.Context, key Key) (any, bool) {
+	if l := contextLeaf(ctx, coreOf(key)); l != nil {
+		return l.value(), true
+	}
+	return nil, false
+}
+
+// InContext returns v's value for code that runs on the calling goroutine
+// and was handed ctx, ignoring v's default: [LookupContext] typed, by the
+// same rule (the context the code runs in, or the one ctx carries). The ok
+// result is false if no such place holds a value for v. A nil ctx counts as
+// carrying none.
+func (v *Var[T]) InContext(ctx context.Context) (T, bool) {
+	if v == nil {
+		panic(errNilVar)
+	}
+	if b := bindingOf[T](contextLeaf(ctx, &v.c)); b != nil {
+		return b.val, true
+	}
+	var zero T
+	return zero, false
+}
+
+// contextLeaf returns k's leaf by LookupContext's rule, or nil.
+func contextLeaf(ctx context.Context, k *varCore) *node {
 	if gs := state(); gs != nil && gs.current != nil {
-		if v, ok := gs.current.Get(key); ok || gs.current != gs.implicit {
-			return v, ok
+		if l := gs.current.leaf(k); l != nil || gs.current != gs.implicit {
+			return l
 		}
 	}
-	c, _ := FromContext(ctx) // Get on a nil *Context finds nothing
-	return c.Get(key)
+	c, _ := FromContext(ctx) // a nil *Context holds nothing
+	return c.leaf(k)
 }

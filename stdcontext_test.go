@@ -62,6 +62,7 @@ func TestWithContext_FromContext(t *testing.T) {
 // used by code that runs in none, or only in an implicit context that
 // lacks the var.
 func TestLookupContext(t *testing.T) {
+	assert.PanicsWithError(t, "contextvars: nil *Var", func() { (*contextvars.Var[int])(nil).InContext(context.Background()) })
 	user := lookupUser
 	alice := contextvars.New()
 	require.NoError(t, alice.Run(func() error { user.Set("alice"); return nil }))
@@ -93,6 +94,18 @@ func TestLookupContext(t *testing.T) {
 			tc.run(func() { got, ok = contextvars.LookupContext(tc.ctx, tc.key) })
 			assert.Equal(t, tc.wantOK, ok, "LookupContext ok")
 			assert.Equal(t, tc.want, got, "LookupContext")
+			if tc.key != contextvars.Key(user) {
+				return
+			}
+			// Var.InContext is the same rule, typed.
+			var typed string
+			tc.run(func() { typed, ok = user.InContext(tc.ctx) })
+			assert.Equal(t, tc.wantOK, ok, "InContext ok")
+			if tc.wantOK {
+				assert.Equal(t, tc.want, typed, "InContext")
+			} else {
+				assert.Empty(t, typed, "InContext: the zero value")
+			}
 		})
 	}
 }
