@@ -200,7 +200,11 @@ func dropImplicit() bool {
 		return false
 	}
 	if hs := switchHooks.Load(); hs != nil {
-		hs.call(gs.implicit, nil) // the goroutine leaves its implicit context
+		// The goroutine leaves its implicit context; freed also if a
+		// hook panics or calls runtime.Goexit.
+		defer reg.free(gs, goroutineID()|ownerImplicit)
+		hs.call(gs.implicit, nil)
+		return true
 	}
 	reg.free(gs, goroutineID()|ownerImplicit)
 	return true
