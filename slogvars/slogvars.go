@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"maps"
 	"reflect"
+	"slices"
 
 	"github.com/go-contextvars/contextvars"
 )
@@ -39,7 +40,9 @@ import (
 // not logged, as in structlog.
 //
 // The attributes are added to the record, so a handler made by WithGroup
-// puts them in its group, as it does the record's own attributes. An
+// puts them in its group, as it does the record's own attributes; a
+// Handler made by [Handler.TopLevel] puts them at the top level instead,
+// outside every group. An
 // attribute the code logs itself wins over a var of the same name: a
 // record's own attribute with that key, or one given to WithAttrs since
 // the last WithGroup, keeps the var's value out, so that no line has one
@@ -52,8 +55,23 @@ type Handler struct {
 	vars []contextvars.Key
 
 	// explicit holds the keys given to WithAttrs since the last
-	// WithGroup (nil if none): they are in the same group as the vars'.
+	// WithGroup (nil if none), or, in a top-level Handler, before the
+	// first: they are in the same group as the vars'.
 	explicit map[string]bool
+
+	// topLevel: the vars go at the top level of each record. Then next
+	// has opened no group: groups holds the groups opened since
+	// (WithGroup), each with the attrs given to WithAttrs after it,
+	// which Handle nests the record's attrs in. Never changed once
+	// made: WithGroup and WithAttrs copy.
+	topLevel bool
+	groups   []group
+}
+
+// group is a group a top-level Handler opened, and the attrs given to it.
+type group struct {
+	name  string
+	attrs []slog.Attr
 }
 
 var _ slog.Handler = (*Handler)(nil)
@@ -90,10 +108,30 @@ func (h *Handler) Enabled(ctx context.Context, level slog.Level) bool {
 	return h.next.Enabled(ctx, level)
 }
 
+// TopLevel returns a Handler like h that adds the vars' attributes at the
+// top level of every record, outside any group opened with WithGroup (and
+// so outside the groups h has opened), so that a query on a var's key finds
+// every line: {"msg":"query","request_id":"r-1","db":{"rows":3}} from
+// logger.WithGroup("db"). It keeps the groups itself, nesting the record's
+// attributes and those given to WithAttrs in them, instead of passing them
+// to the next handler. (Groups h has already passed on, if h was made by
+// WithGroup, stay around the vars.) A zero h gives a zero Handler.
+func (h *Handler) TopLevel() *Handler {
+	if h == nil {
+		return nil
+	}
+	c := *h // groups h passed on to its next handler stay there
+	c.topLevel = true
+	return &c
+}
+
 // Handle adds the values of h's vars that are set to r and passes it on.
 func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 	if h == nil || h.next == nil {
 		return errors.New("contextvars: slogvars: Handle on a zero Handler; make one with NewHandler")
+	}
+	if len(h.groups) > 0 {
+		return h.handleInGroups(ctx, r)
 	}
 	cloned := false
 	var own map[string]bool // the record's own keys, read at the first var set
@@ -119,10 +157,43 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 	return h.next.Handle(ctx, r)
 }
 
-// WithAttrs returns a Handler whose next handler has attrs.
+// handleInGroups is Handle for a top-level Handler that has opened
+// groups: a new record with the vars set first, then the groups, each
+// holding its attrs and the next group, the innermost r's attrs.
+func (h *Handler) handleInGroups(ctx context.Context, r slog.Record) error {
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	for _, k := range h.vars {
+		if v, ok := contextvars.LookupContext(ctx, k); ok && !h.explicit[k.Name()] {
+			out.AddAttrs(slog.Any(k.Name(), v))
+		}
+	}
+	inner := make([]slog.Attr, 0, r.NumAttrs())
+	r.Attrs(func(a slog.Attr) bool { inner = append(inner, a); return true })
+	for i := len(h.groups) - 1; i >= 0; i-- {
+		g := h.groups[i]
+		attrs := append(append(make([]slog.Attr, 0, len(g.attrs)+len(inner)), g.attrs...), inner...)
+		inner = []slog.Attr{{Key: g.name, Value: slog.GroupValue(attrs...)}}
+	}
+	out.AddAttrs(inner...)
+	return h.next.Handle(ctx, out)
+}
+
+// WithAttrs returns a Handler whose next handler has attrs (in a top-level
+// Handler that has opened groups, a Handler that adds attrs to the
+// innermost).
 func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	if h == nil || h.next == nil {
 		return h
+	}
+	if len(h.groups) > 0 {
+		if len(attrs) == 0 {
+			return h
+		}
+		c := *h
+		c.groups = slices.Clone(h.groups)
+		last := &c.groups[len(c.groups)-1]
+		last.attrs = append(slices.Clip(last.attrs), attrs...)
+		return &c
 	}
 	var explicit map[string]bool
 	for _, k := range h.vars {
@@ -141,13 +212,23 @@ func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	if explicit == nil {
 		explicit = h.explicit
 	}
-	return &Handler{next: h.next.WithAttrs(attrs), vars: h.vars, explicit: explicit}
+	return &Handler{next: h.next.WithAttrs(attrs), vars: h.vars, explicit: explicit, topLevel: h.topLevel}
 }
 
-// WithGroup returns a Handler whose next handler opens group name.
+// WithGroup returns a Handler whose next handler opens group name (in a
+// top-level Handler, a Handler that opens it itself, the vars staying
+// outside it).
 func (h *Handler) WithGroup(name string) slog.Handler {
 	if h == nil || h.next == nil {
 		return h
+	}
+	if h.topLevel {
+		if name == "" {
+			return h // as slog.Handler asks
+		}
+		c := *h
+		c.groups = append(slices.Clip(h.groups), group{name: name})
+		return &c
 	}
 	return &Handler{next: h.next.WithGroup(name), vars: h.vars}
 }

@@ -33,8 +33,19 @@ var (
 // TestHandler_slogtest runs the slog.Handler contract tests on a Handler
 // wrapping the JSON handler, with none of its vars set.
 func TestHandler_slogtest(t *testing.T) {
+	t.Run("in the group", func(t *testing.T) {
+		testSlogtest(t, func(next slog.Handler) slog.Handler { return slogvars.NewHandler(next, requestID, user, attempt) })
+	})
+	t.Run("TopLevel", func(t *testing.T) {
+		testSlogtest(t, func(next slog.Handler) slog.Handler {
+			return slogvars.NewHandler(next, requestID, user, attempt).TopLevel()
+		})
+	})
+}
+
+func testSlogtest(t *testing.T, wrap func(slog.Handler) slog.Handler) {
 	var buf bytes.Buffer
-	h := slogvars.NewHandler(slog.NewJSONHandler(&buf, nil), requestID, user, attempt)
+	h := wrap(slog.NewJSONHandler(&buf, nil))
 	results := func() []map[string]any {
 		var ms []map[string]any
 		for _, line := range bytes.Split(buf.Bytes(), []byte{'\n'}) {
@@ -95,6 +106,69 @@ func TestHandler_addsSetVars(t *testing.T) {
 		assert.Equal(t, map[string]any{"request_id": "r-1", "user": "alice", "status": float64(200)}, m["req"])
 		return nil
 	}))
+}
+
+// TestHandler_topLevel: a TopLevel Handler puts the vars outside every
+// group the logger opens, nests the record's attrs and WithAttrs' in the
+// groups, lets an explicit top-level attribute win over a var, and omits a
+// group left empty.
+func TestHandler_topLevel(t *testing.T) {
+	tests := []struct {
+		name string
+		with func(*slog.Logger) *slog.Logger
+		want map[string]any
+	}{
+		{"no group", func(l *slog.Logger) *slog.Logger { return l },
+			map[string]any{"request_id": "r-1", "user": "alice", "status": float64(200)}},
+		{"one group", func(l *slog.Logger) *slog.Logger { return l.With("svc", "billing").WithGroup("req").With("a", 1) },
+			map[string]any{"svc": "billing", "request_id": "r-1", "user": "alice",
+				"req": map[string]any{"a": float64(1), "status": float64(200)}}},
+		{"nested groups", func(l *slog.Logger) *slog.Logger { return l.WithGroup("a").With("x", 1).WithGroup("b") },
+			map[string]any{"request_id": "r-1", "user": "alice",
+				"a": map[string]any{"x": float64(1), "b": map[string]any{"status": float64(200)}}}},
+		{"explicit top-level attr wins", func(l *slog.Logger) *slog.Logger { return l.With("request_id", "mine").WithGroup("g") },
+			map[string]any{"request_id": "mine", "user": "alice", "g": map[string]any{"status": float64(200)}}},
+		{"same key in a group does not", func(l *slog.Logger) *slog.Logger { return l.WithGroup("g").With("request_id", "inner") },
+			map[string]any{"request_id": "r-1", "user": "alice", "g": map[string]any{"request_id": "inner", "status": float64(200)}}},
+		{"empty group name", func(l *slog.Logger) *slog.Logger { return l.WithGroup("") },
+			map[string]any{"request_id": "r-1", "user": "alice", "status": float64(200)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			h := slogvars.NewHandler(slog.NewJSONHandler(&buf, &slog.HandlerOptions{
+				ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+					if len(groups) == 0 && (a.Key == slog.TimeKey || a.Key == slog.LevelKey || a.Key == slog.MessageKey) {
+						return slog.Attr{}
+					}
+					return a
+				},
+			}), requestID, user, attempt).TopLevel()
+			require.NoError(t, contextvars.New().Run(func() error {
+				requestID.Set("r-1")
+				user.Set("alice")
+				tt.with(slog.New(h)).Info("m", "status", 200)
+				return nil
+			}))
+			var m map[string]any
+			require.NoError(t, json.Unmarshal(buf.Bytes(), &m))
+			assert.Equal(t, tt.want, m)
+		})
+	}
+
+	// A group opened before TopLevel stays around the vars; one opened
+	// after does not; a group that ends up empty is left out.
+	var buf bytes.Buffer
+	inner := slogvars.NewHandler(slog.NewJSONHandler(&buf, nil), requestID).WithGroup("outer").(*slogvars.Handler)
+	require.NoError(t, contextvars.New().Run(func() error {
+		requestID.Set("r-2")
+		slog.New(inner.TopLevel()).WithGroup("empty").Info("m")
+		return nil
+	}))
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(buf.Bytes(), &m))
+	assert.Equal(t, map[string]any{"request_id": "r-2"}, m["outer"])
+	assert.Nil(t, (*slogvars.Handler)(nil).TopLevel())
 }
 
 // TestHandler_contextRule checks the rule of contextvars.LookupContext in
