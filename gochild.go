@@ -37,9 +37,8 @@ func GoIn(c *Context, fn func()) error {
 // handed (GoIn): Run without the claim.
 func (c *Context) runEntered(fn func()) {
 	gs, prev := c.switchTo()
-	hs := switchHooks.Load()
-	defer c.exit(gs, prev, hs)
-	if hs != nil {
+	defer c.exit(gs, prev, false)
+	if hs := switchHooks.Load(); hs != nil {
 		hs.call(prev, c)
 	}
 	fn()

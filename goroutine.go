@@ -199,14 +199,14 @@ func dropImplicit() bool {
 		gs.dropPending = true
 		return false
 	}
-	if hs := switchHooks.Load(); hs != nil {
-		// The goroutine leaves its implicit context; freed also if a
-		// hook panics or calls runtime.Goexit.
-		defer reg.free(gs, goroutineID()|ownerImplicit)
-		hs.call(gs.implicit, nil)
-		return true
-	}
+	implicit := gs.implicit
 	reg.free(gs, goroutineID()|ownerImplicit)
+	if hs := switchHooks.Load(); hs != nil {
+		// The goroutine has left its implicit context, freed before the
+		// hooks run, so that none can keep it or, calling DropImplicit,
+		// drop it again.
+		hs.callEach(0, implicit, nil)
+	}
 	return true
 }
 

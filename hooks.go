@@ -20,9 +20,8 @@ import (
 // fn panics or calls runtime.Goexit, so it sees the vars of to with
 // [Var.In]. It must not enter or leave contexts itself, and should not
 // panic; if it panics or calls runtime.Goexit (t.FailNow in a test), the
-// Run still undoes its switch on the way out, calling the hooks for
-// leaving, and leaves nothing entered. A Run calls on leaving the hooks it
-// called on entering, also if they were removed meanwhile.
+// Run still undoes its switch on the way out, calling every hook for
+// leaving, and leaves nothing entered.
 //
 // A Set outside any Run, which makes the goroutine's implicit context, is
 // not a switch. But from (entering a goroutine's first Run) and to (leaving
@@ -32,6 +31,8 @@ import (
 // Copy. Dropping it ([DropImplicit]) is a switch from it to nil; where
 // DropImplicit ran inside a Run, leaving the outermost Run is a switch to
 // nil, not to the dropped context.
+//
+// The hooks called at a switch are those registered when it happens.
 type SwitchHook func(from, to *Context)
 
 // switchHooks is the registered hooks, nil if none: Run loads it once on
@@ -51,6 +52,17 @@ func (l *hookList) call(from, to *Context) {
 	for _, h := range l.hooks {
 		(*h)(from, to)
 	}
+}
+
+// callEach calls the hooks of l from the i-th on, each also if one before
+// it panics or calls runtime.Goexit (the first panic goes on after): for
+// switches that must reach every hook, leaving a context and dropping one.
+func (l *hookList) callEach(i int, from, to *Context) {
+	if i >= len(l.hooks) {
+		return
+	}
+	defer l.callEach(i+1, from, to)
+	(*l.hooks[i])(from, to)
 }
 
 // OnSwitch registers h, to be called at every switch of contexts by any

@@ -1,7 +1,10 @@
 package contextvars
 
 import (
+	"fmt"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,4 +73,122 @@ func TestOnSwitch_hookEndsGoroutine(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestDropImplicit_hookPanics: a switch hook that panics on the
+// switch DropImplicit now makes (implicit → nil) keeps DropImplicit from
+// dropping anything: the goroutine keeps its implicit context and its values.
+// Behind a recovering middleware outside httpvars.Handler (whose deferred
+// DropImplicit is the one that panics), the keep-alive goroutine would
+// serve the next request with the last one's vars. (Session-11 review.)
+func TestDropImplicit_hookPanics(t *testing.T) {
+	v := NewVar[string]("drop")
+	var armed atomic.Bool
+	armed.Store(true)
+	remove := OnSwitch(func(from, to *Context) {
+		if to == nil && from != nil {
+			if s, ok := v.In(from); ok && s == "req-1" && armed.Swap(false) {
+				panic("hook")
+			}
+		}
+	})
+	defer remove()
+	done := make(chan struct{})
+	var got string
+	var ok, dropped bool
+	go func() {
+		defer close(done)
+		v.Set("req-1") // a middleware outside httpvars.Handler
+		func() {
+			defer func() { _ = recover() }() // a recovering middleware
+			dropped = DropImplicit()
+		}()
+		got, ok = v.Get() // the next request on the connection
+		DropImplicit()    // clean up what is left (the hook panics only once)
+	}()
+	<-done
+	assert.False(t, ok, "after DropImplicit, the goroutine holds no value (got %q, dropped=%v)", got, dropped)
+}
+
+// TestOnSwitch_leaveHookPanicCallsLater: when a leave hook panics, the
+// hooks registered after it are still called for leaving: the doc
+// says the Run still undoes its switch calling every hook for leaving; a
+// later hook such as pprofvars' would keep the left context's labels.
+func TestOnSwitch_leaveHookPanicCallsLater(t *testing.T) {
+	c := New()
+	r1 := OnSwitch(func(from, to *Context) {
+		if from == c {
+			panic("first hook")
+		}
+	})
+	defer r1()
+	var mu sync.Mutex
+	var leaves int
+	r2 := OnSwitch(func(from, to *Context) {
+		if from == c {
+			mu.Lock()
+			leaves++
+			mu.Unlock()
+		}
+	})
+	defer r2()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() { _ = recover() }()
+		_ = c.Run(func() error { return nil })
+	}()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, 1, leaves, "the second hook is called for leaving c")
+}
+
+// TestOnSwitch_registeredInsideRun: OnSwitch promises
+// h is called "at every switch of contexts by any goroutine from now on".
+// A hook registered while a goroutine is inside an outer Run sees the inner
+// switches (outer>inner, inner>outer) and the leave of the outer Run
+// (outer>nil), else pprofvars' hook would leave the outer context's labels
+// on the goroutine after its outermost Run returned. (A first version of
+// the session-11 hook change called on leaving only the hooks loaded on
+// entering.)
+func TestOnSwitch_registeredInsideRun(t *testing.T) {
+	outer, inner := New(), New()
+	name := func(c *Context) string {
+		switch c {
+		case nil:
+			return "nil"
+		case outer:
+			return "outer"
+		case inner:
+			return "inner"
+		}
+		return "other"
+	}
+	var mu sync.Mutex
+	var log []string
+	entered, registered, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = outer.Run(func() error {
+			close(entered)
+			<-registered
+			return inner.Run(func() error { return nil })
+		})
+	}()
+	<-entered
+	remove := OnSwitch(func(from, to *Context) {
+		if name(from) == "other" || name(to) == "other" || (from == nil && to == nil) {
+			return
+		}
+		mu.Lock()
+		log = append(log, fmt.Sprintf("%s>%s", name(from), name(to)))
+		mu.Unlock()
+	})
+	defer remove()
+	close(registered)
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, []string{"outer>inner", "inner>outer", "outer>nil"}, log)
 }

@@ -10,9 +10,6 @@ package contextvars
 // hooks included, and exit restores whatever its own hooks do; and the
 // goroutine's outermost Run frees its state, unless the goroutine holds an
 // implicit context, so that scoped use leaves nothing in the registry.
-//
-// A Run loads the switch hooks once, on entering, and calls the same ones on
-// leaving: each hook called for an entry is called for its exit.
 
 import "sync/atomic"
 
@@ -38,9 +35,8 @@ func (c *Context) Run(fn func() error) error {
 	if err != nil {
 		return err
 	}
-	hs := switchHooks.Load()
-	defer c.exit(gs, prev, hs)
-	if hs != nil {
+	defer c.exit(gs, prev, false)
+	if hs := switchHooks.Load(); hs != nil {
 		hs.call(prev, c)
 	}
 	return fn()
@@ -55,9 +51,8 @@ func Call[T any](c *Context, fn func() (T, error)) (T, error) {
 		var zero T
 		return zero, err
 	}
-	hs := switchHooks.Load()
-	defer c.exit(gs, prev, hs)
-	if hs != nil {
+	defer c.exit(gs, prev, false)
+	if hs := switchHooks.Load(); hs != nil {
 		hs.call(prev, c)
 	}
 	return fn()
@@ -90,8 +85,8 @@ func (c *Context) begin(nilFunc bool) (gs *gstate, prev *Context, err error) {
 
 // switchTo makes c, whose ownership flag the caller holds, the calling
 // goroutine's current context, and returns the goroutine's state and the
-// context it replaced. The caller loads the switch hooks, defers exit with
-// them, and only then calls them.
+// context it replaced. The caller defers exit, and only then calls the
+// switch hooks.
 func (c *Context) switchTo() (gs *gstate, prev *Context) {
 	// The goroutine's state, claimed if it has none: the lookup's fast
 	// path inlined, the rest of the lookup and the claim in one call.
@@ -104,13 +99,15 @@ func (c *Context) switchTo() (gs *gstate, prev *Context) {
 	return gs, prev
 }
 
-// exit undoes begin's switch, calling the switch hooks hs (nil if none) that
-// were called on entering. It runs deferred, so on return, panic and Goexit
+// exit undoes begin's switch, calling the switch hooks first unless hooked
+// (they have been called). It runs deferred, so on return, panic and Goexit
 // alike.
-func (c *Context) exit(gs *gstate, prev *Context, hs *hookList) {
-	if hs != nil {
-		c.exitHooked(gs, prev, hs)
-		return
+func (c *Context) exit(gs *gstate, prev *Context, hooked bool) {
+	if !hooked {
+		if hs := switchHooks.Load(); hs != nil {
+			c.exitHooked(gs, prev, hs)
+			return
+		}
 	}
 	c.leave()
 	if prev == nil {
@@ -130,14 +127,14 @@ func (c *Context) exit(gs *gstate, prev *Context, hs *hookList) {
 	}
 }
 
-// exitHooked is exit with hooks hs: it calls them, then does exit's work,
-// also if a hook panics or calls runtime.Goexit, so that no hook can leave
-// c entered or the goroutine's state behind.
+// exitHooked is exit with hooks hs: it calls each of them, then does exit's
+// work, also if a hook panics or calls runtime.Goexit, so that no hook can
+// leave c entered, the goroutine's state behind, or a later hook uncalled.
 func (c *Context) exitHooked(gs *gstate, prev *Context, hs *hookList) {
-	defer c.exit(gs, prev, nil)
+	defer c.exit(gs, prev, true)
 	to := prev
 	if gs.dropPending && prev == gs.implicit {
 		to = nil // dropped by exit: the goroutine goes back to none
 	}
-	hs.call(c, to)
+	hs.callEach(0, c, to)
 }

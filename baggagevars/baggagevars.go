@@ -534,7 +534,9 @@ func Apply(ctx context.Context) int {
 	}
 	sets, _ := ctx.Value(extracted{}).([]setter)
 	n := 0
-	for _, s := range sets {
+	// Newest first: where ctx went through Extract more than once, the
+	// last carrier's value wins, as in its OpenTelemetry baggage.
+	for _, s := range slices.Backward(sets) {
 		if _, ok := contextvars.Lookup(s.v); !ok {
 			s.set()
 			n++

@@ -1,6 +1,7 @@
 package baggagevars_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/go-contextvars/contextvars"
@@ -121,4 +123,23 @@ func TestTransport_underBaggageInjector(t *testing.T) {
 	})
 	assert.Contains(t, sent, "tenant=acme")
 	assert.Contains(t, sent, "other=1")
+}
+
+// TestApply_laterExtractWins: a ctx that went through two Extracts (the
+// request's header, then the headers of a queue message the request
+// handles, or a gateway's re-extraction) holds the setters of both. Extract
+// merges its baggage "the carrier's members winning", so
+// baggage.FromContext(ctx) says tenant=msg; Apply in a fresh context must
+// agree: Apply goes newest first (a first version of the fill-in rule ran
+// the older setter first and then skipped the newer one).
+func TestApply_laterExtractWins(t *testing.T) {
+	p := newPropagator()
+	ctx := p.Extract(context.Background(), propagation.MapCarrier{"baggage": "tenant=req"})
+	ctx = p.Extract(ctx, propagation.MapCarrier{"baggage": "tenant=msg"})
+	assert.Equal(t, "msg", baggage.FromContext(ctx).Member("tenant").Value(), "the newer carrier wins the OTel baggage")
+	inNew(t, func() {
+		baggagevars.Apply(ctx)
+		got, _ := tenant.Get()
+		assert.Equal(t, "msg", got, "the var agrees with baggage.FromContext(ctx)")
+	})
 }

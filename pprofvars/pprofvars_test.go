@@ -152,3 +152,39 @@ func Example() {
 	})
 	// Output:
 }
+
+// parkedAfterOuterRun parks a goroutine that has left its outermost Run.
+func parkedAfterOuterRun(ready chan<- struct{}, release <-chan struct{}) {
+	ready <- struct{}{}
+	<-release
+}
+
+// TestLabels_registeredInsideRun: "Leaving a goroutine's
+// outermost Run clears them." A goroutine inside a long Run (a streaming
+// request) when the hook is registered, that then enters a nested Run
+// (RunWith, a Wrap'd func called inline), must not keep the request's labels after
+// the request's Run returns, unless the outer Run calls on leaving the
+// hooks registered by then (a first version of the session-11 hook change
+// called only those loaded on entering: none).
+func TestLabels_registeredInsideRun(t *testing.T) {
+	entered, registered := make(chan struct{}), make(chan struct{})
+	ready, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = contextvars.New().Run(func() error {
+			tenant.Set("acme")
+			close(entered)
+			<-registered
+			return contextvars.RunWith(func() error { return nil }, contextvars.Bind(route, "/orders"))
+		})
+		parkedAfterOuterRun(ready, release) // a keep-alive goroutine, idle
+	}()
+	<-entered
+	remove := contextvars.OnSwitch(pprofvars.Labels(tenant, route))
+	defer remove()
+	close(registered)
+	<-ready
+	assert.Equal(t, "", labelsOfBlocked(t, "parkedAfterOuterRun"), "leaving the outermost Run clears the labels")
+	close(release)
+	<-done
+}
