@@ -27,10 +27,12 @@
 // that the handler behind it runs in the request's vars. The safe order is
 // Handler outermost. The drop runs only for a request an http.Server
 // serves: a handler called by other code (a test with
-// httptest.NewRecorder, an adapter for another server) runs on that
-// code's goroutine, whose vars stay its own, so there what a middleware
-// outside Handler sets stays on it too; put such middleware inside
-// Handler. (A test suite that turns on
+// httptest.NewRecorder, an adapter for another server such as fasthttp's)
+// runs on a goroutine of that code's, whose vars stay its own, so there
+// what a middleware outside Handler sets stays on it too; put such
+// middleware inside Handler. [ConnState], set as the http.Server's
+// ConnState hook, drops what is left on a connection's goroutine as each
+// request arrives and ends, wherever Handler is mounted. (A test suite that turns on
 // contextvars.ForbidImplicit makes such an outer Set panic, which finds
 // these cases; there, put the middleware inside Handler.)
 //
@@ -49,6 +51,7 @@ package httpvars
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"time"
 
@@ -69,6 +72,50 @@ func Handler(next http.Handler) http.Handler {
 		panic(errors.New("contextvars: httpvars.Handler: nil http.Handler"))
 	}
 	return &handler{base: contextvars.CopyContext(), next: next}
+}
+
+// Middleware returns middleware, func(http.Handler) http.Handler, that does
+// what Handler does, with the base context taken now, when Middleware is
+// called, rather than each time the middleware wraps a handler. Use it
+// where a framework wraps per request: echo.WrapMiddleware calls the
+// middleware for every request, on the serving goroutine, where Handler
+// would take that goroutine's context (empty) as the base and the values
+// set at start-up would be lost.
+//
+//	e.Use(echo.WrapMiddleware(httpvars.Middleware()))
+func Middleware() func(http.Handler) http.Handler {
+	base := contextvars.CopyContext()
+	return func(next http.Handler) http.Handler {
+		if next == nil {
+			panic(errors.New("contextvars: httpvars.Middleware: nil http.Handler"))
+		}
+		return &handler{base: base, next: next}
+	}
+}
+
+// ConnState returns a hook for http.Server's ConnState field that drops
+// ([contextvars.DropImplicit]) what the connection's goroutine set outside
+// any Run when a request arrives and when it ends, and then calls next, if
+// not nil. net/http calls the hook on that goroutine, which serves one
+// request of a keep-alive connection after another (HTTP/1), so with it
+// nothing a middleware set outside a Run for one request is seen by the
+// next, wherever Handler is mounted or whether it runs at all: on some
+// routes only (a router group), behind http.TimeoutHandler, or nowhere.
+//
+//	srv := &http.Server{Addr: addr, Handler: mux, ConnState: httpvars.ConnState(nil)}
+//
+// Handler drops the same at the end of each request it serves; ConnState
+// covers the requests it does not. (HTTP/2 serves each request on a
+// goroutine of its own, and hands nothing from one to the next.)
+func ConnState(next func(net.Conn, http.ConnState)) func(net.Conn, http.ConnState) {
+	return func(c net.Conn, state http.ConnState) {
+		if state == http.StateActive || state == http.StateIdle {
+			contextvars.DropImplicit()
+		}
+		if next != nil {
+			next(c, state)
+		}
+	}
 }
 
 // handler is what Handler returns.

@@ -179,7 +179,7 @@ func serve(name string, build func() http.Handler) (url string, stop func(), err
 	if err != nil {
 		return "", nil, err
 	}
-	srv := &http.Server{Handler: h}
+	srv := &http.Server{Handler: h, ConnState: httpvars.ConnState(nil)} // keep-alive safety net
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(ln) }()
 	return "http://" + ln.Addr().String(), func() { _ = srv.Shutdown(context.Background()); <-done }, nil
