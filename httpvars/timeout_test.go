@@ -60,7 +60,8 @@ func TestTimeoutHandler(t *testing.T) {
 			assert.Equal(t, tt.want1, rvGet(t, client, srv.URL, "o-1"))
 			assert.Equal(t, tt.want2, rvGet(t, client, srv.URL, ""))
 			if tt.name != "plain http.TimeoutHandler: Get finds nothing" {
-				assert.Equal(t, before, contextvars.ReadStats().Implicit, "nothing left on TimeoutHandler's goroutines")
+				// At most: a sweep may drop an earlier test's meanwhile.
+				assert.LessOrEqual(t, contextvars.ReadStats().Implicit, before, "nothing left on TimeoutHandler's goroutines")
 			}
 		})
 	}
