@@ -37,8 +37,9 @@ func GoIn(c *Context, fn func()) error {
 // handed (GoIn): Run without the claim.
 func (c *Context) runEntered(fn func()) {
 	gs, prev := c.switchTo()
-	defer c.exit(gs, prev, false)
-	if hs := switchHooks.Load(); hs != nil {
+	hs := switchHooks.Load()
+	defer c.exit(gs, prev, hs)
+	if hs != nil {
 		hs.call(prev, c)
 	}
 	fn()

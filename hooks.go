@@ -23,6 +23,10 @@ import (
 // Run still undoes its switch on the way out, calling every hook for
 // leaving, and leaves nothing entered.
 //
+// A Run calls on leaving the hooks it called on entering, also those
+// removed meanwhile, so that a hook can undo what it did for the entry,
+// and those registered meanwhile.
+//
 // A Set outside any Run, which makes the goroutine's implicit context, is
 // not a switch. But from (entering a goroutine's first Run) and to (leaving
 // it) may be that implicit context, which no Run can enter, on any
@@ -31,12 +35,11 @@ import (
 // Copy. Dropping it ([DropImplicit]) is a switch from it to nil; where
 // DropImplicit ran inside a Run, leaving the outermost Run is a switch to
 // nil, not to the dropped context.
-//
-// The hooks called at a switch are those registered when it happens.
+
 type SwitchHook func(from, to *Context)
 
 // switchHooks is the registered hooks, nil if none: Run loads it once on
-// entering and once on leaving.
+// entering and once on leaving (see leaveHooks).
 var switchHooks atomic.Pointer[hookList]
 
 // hooksMu serializes OnSwitch and its remove funcs.
@@ -55,14 +58,43 @@ func (l *hookList) call(from, to *Context) {
 }
 
 // callEach calls the hooks of l from the i-th on, each also if one before
-// it panics or calls runtime.Goexit (the first panic goes on after): for
-// switches that must reach every hook, leaving a context and dropping one.
+// it panics or calls runtime.Goexit (the last panic goes on after): for
+// dropping an implicit context, a switch that must reach every hook.
 func (l *hookList) callEach(i int, from, to *Context) {
 	if i >= len(l.hooks) {
 		return
 	}
 	defer l.callEach(i+1, from, to)
 	(*l.hooks[i])(from, to)
+}
+
+// leaveHooks returns the hooks a Run calls on leaving: those it called on
+// entering (entered), removed since or not, so that a hook that set
+// something for the entry (pprofvars' labels) also undoes it, and those
+// registered since (now), in the order they were registered. Either list
+// may be nil.
+func leaveHooks(entered, now *hookList) []*SwitchHook {
+	switch {
+	case entered == now || entered == nil:
+		return now.list()
+	case now == nil:
+		return entered.list()
+	}
+	hooks := slices.Clone(entered.hooks)
+	for _, h := range now.hooks {
+		if !slices.Contains(entered.hooks, h) {
+			hooks = append(hooks, h)
+		}
+	}
+	return hooks
+}
+
+// list returns l's hooks; nil for a nil l.
+func (l *hookList) list() []*SwitchHook {
+	if l == nil {
+		return nil
+	}
+	return l.hooks
 }
 
 // OnSwitch registers h, to be called at every switch of contexts by any

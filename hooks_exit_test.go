@@ -192,3 +192,43 @@ func TestOnSwitch_registeredInsideRun(t *testing.T) {
 	defer mu.Unlock()
 	assert.Equal(t, []string{"outer>inner", "inner>outer", "outer>nil"}, log)
 }
+
+// TestOnSwitch_leaveHookDropsImplicit: SwitchHook's doc says that where
+// DropImplicit ran inside a Run, leaving the outermost Run is a switch to
+// nil, not to the dropped context. A leave hook runs inside the Run (the
+// goroutine's current context is still the one it leaves), so a
+// DropImplicit there is such a drop, and the goroutine does end in no
+// context, and every later hook must be told the switch goes to nil, not
+// to the dropped implicit context (a pprofvars hook after it would put
+// that context's labels on the goroutine and leave them there).
+// (Session-11 third review.)
+func TestOnSwitch_leaveHookDropsImplicit(t *testing.T) {
+	v := NewVar[string]("dropped by a hook")
+	type result struct {
+		toNil, has bool
+	}
+	done := make(chan result, 1)
+	go func() {
+		v.Set("implicit") // the goroutine's implicit context
+		c := New()
+		var r result
+		remove1 := OnSwitch(func(from, to *Context) {
+			if from == c {
+				DropImplicit() // inside the Run: dropped as the Run returns
+			}
+		})
+		remove2 := OnSwitch(func(from, to *Context) {
+			if from == c {
+				r.toNil = to == nil
+			}
+		})
+		_ = c.Run(func() error { return nil })
+		remove1()
+		remove2()
+		_, r.has = v.Get()
+		done <- r
+	}()
+	r := <-done
+	assert.False(t, r.has, "the implicit context was dropped")
+	assert.True(t, r.toNil, "so the later hook must be told the switch goes to nil")
+}

@@ -35,8 +35,9 @@ func (c *Context) Run(fn func() error) error {
 	if err != nil {
 		return err
 	}
-	defer c.exit(gs, prev, false)
-	if hs := switchHooks.Load(); hs != nil {
+	hs := switchHooks.Load()
+	defer c.exit(gs, prev, hs)
+	if hs != nil {
 		hs.call(prev, c)
 	}
 	return fn()
@@ -51,8 +52,9 @@ func Call[T any](c *Context, fn func() (T, error)) (T, error) {
 		var zero T
 		return zero, err
 	}
-	defer c.exit(gs, prev, false)
-	if hs := switchHooks.Load(); hs != nil {
+	hs := switchHooks.Load()
+	defer c.exit(gs, prev, hs)
+	if hs != nil {
 		hs.call(prev, c)
 	}
 	return fn()
@@ -99,13 +101,14 @@ func (c *Context) switchTo() (gs *gstate, prev *Context) {
 	return gs, prev
 }
 
-// exit undoes begin's switch, calling the switch hooks first unless hooked
-// (they have been called). It runs deferred, so on return, panic and Goexit
-// alike.
-func (c *Context) exit(gs *gstate, prev *Context, hooked bool) {
-	if !hooked {
-		if hs := switchHooks.Load(); hs != nil {
-			c.exitHooked(gs, prev, hs)
+// exit undoes begin's switch, after calling the switch hooks for leaving:
+// those called on entering (entered, nil if none) and those registered
+// since. It runs deferred, so on return, panic and Goexit alike.
+// (exitHooked passes hooksCalled: no hook is called again.)
+func (c *Context) exit(gs *gstate, prev *Context, entered *hookList) {
+	if entered != hooksCalled {
+		if now := switchHooks.Load(); now != nil || entered != nil {
+			c.exitHooked(gs, prev, leaveHooks(entered, now))
 			return
 		}
 	}
@@ -127,14 +130,30 @@ func (c *Context) exit(gs *gstate, prev *Context, hooked bool) {
 	}
 }
 
-// exitHooked is exit with hooks hs: it calls each of them, then does exit's
+// exitHooked is exit with hooks: it calls each of them, then does exit's
 // work, also if a hook panics or calls runtime.Goexit, so that no hook can
 // leave c entered, the goroutine's state behind, or a later hook uncalled.
-func (c *Context) exitHooked(gs *gstate, prev *Context, hs *hookList) {
-	defer c.exit(gs, prev, true)
+func (c *Context) exitHooked(gs *gstate, prev *Context, hooks []*SwitchHook) {
+	defer c.exit(gs, prev, hooksCalled)
+	c.callLeave(hooks, gs, prev)
+}
+
+// hooksCalled is exit's sign that the hooks have been called.
+var hooksCalled = new(hookList)
+
+// callLeave calls hooks[0], then the rest, also if it panics or calls
+// runtime.Goexit (a panic goes on after them). Each is told where the
+// goroutine goes: prev, or nil where the outermost Run will drop the
+// implicit context prev, which a hook before it may have asked for
+// (DropImplicit).
+func (c *Context) callLeave(hooks []*SwitchHook, gs *gstate, prev *Context) {
+	if len(hooks) == 0 {
+		return
+	}
+	defer c.callLeave(hooks[1:], gs, prev)
 	to := prev
 	if gs.dropPending && prev == gs.implicit {
-		to = nil // dropped by exit: the goroutine goes back to none
+		to = nil // dropped by restore: the goroutine goes back to none
 	}
-	hs.callEach(0, c, to)
+	(*hooks[0])(c, to)
 }

@@ -504,7 +504,10 @@ func (p *Propagator) Extract(ctx context.Context, carrier propagation.TextMapCar
 	ctx = baggage.ContextWithBaggage(ctx, merged)
 	if len(sets) > 0 {
 		if prev, ok := ctx.Value(extracted{}).([]setter); ok {
-			sets = append(slices.Clone(prev), sets...)
+			// Newest first: where ctx goes through Extract more than
+			// once, the last carrier's value wins, as it does in its
+			// OpenTelemetry baggage; within one, the first field.
+			sets = append(sets, prev...)
 		}
 		ctx = context.WithValue(ctx, extracted{}, sets)
 	}
@@ -534,9 +537,7 @@ func Apply(ctx context.Context) int {
 	}
 	sets, _ := ctx.Value(extracted{}).([]setter)
 	n := 0
-	// Newest first: where ctx went through Extract more than once, the
-	// last carrier's value wins, as in its OpenTelemetry baggage.
-	for _, s := range slices.Backward(sets) {
+	for _, s := range sets { // newest Extract first (see Extract)
 		if _, ok := contextvars.Lookup(s.v); !ok {
 			s.set()
 			n++

@@ -143,3 +143,22 @@ func TestApply_laterExtractWins(t *testing.T) {
 		assert.Equal(t, "msg", got, "the var agrees with baggage.FromContext(ctx)")
 	})
 }
+
+// TestApply_fieldOrderWithinOneExtract: one Propagator may carry
+// one var under two keys (New rejects only a shared key), say during a
+// rename of the baggage key. Within one Extract, Apply sets the var from
+// the first field (the order of p's fields, as Inject writes them), while
+// a newer Extract wins over an older one. (Session-11 third review: a
+// first version reversed the fields too.)
+func TestApply_fieldOrderWithinOneExtract(t *testing.T) {
+	tenant := contextvars.NewVar[string]("tenant")
+	p := baggagevars.New(baggagevars.String(tenant, "tenant"), baggagevars.String(tenant, "tenant.old"))
+	carrier := propagation.MapCarrier{"baggage": "tenant=new-name,tenant.old=old-name"}
+	ctx := p.Extract(context.Background(), carrier)
+	require.NoError(t, contextvars.New().Run(func() error {
+		assert.Equal(t, 1, baggagevars.Apply(ctx))
+		got, _ := tenant.Get()
+		assert.Equal(t, "new-name", got, "the first field of the one Extract")
+		return nil
+	}))
+}

@@ -188,3 +188,44 @@ func TestLabels_registeredInsideRun(t *testing.T) {
 	close(release)
 	<-done
 }
+
+// parkedAfterRemovedRun parks a goroutine that has left its outermost Run.
+func parkedAfterRemovedRun(ready chan<- struct{}, release <-chan struct{}) {
+	ready <- struct{}{}
+	<-release
+}
+
+// TestLabels_removedInsideRun is TestLabels_registeredInsideRun the
+// other way round: the hook is removed (a test's deferred remove, a
+// profiler turned off) while a goroutine is inside a Run it labelled on
+// entering. The Run calls on leaving the hooks it called on entering, so
+// that the idle keep-alive goroutine does not keep the last request's
+// tenant for good ("Leaving a goroutine's outermost Run clears them",
+// Labels' doc). (Session-11 third review.)
+func TestLabels_removedInsideRun(t *testing.T) {
+	remove := contextvars.OnSwitch(pprofvars.Labels(tenant))
+	entered, removed := make(chan struct{}), make(chan struct{})
+	ready, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		c := contextvars.New()
+		_ = c.Run(func() error {
+			// The entry hook saw an empty context; set and switch once
+			// more so that the labels carry the tenant.
+			tenant.Set("acme")
+			return contextvars.RunWith(func() error {
+				close(entered)
+				<-removed
+				return nil
+			})
+		})
+		parkedAfterRemovedRun(ready, release) // a keep-alive goroutine, idle
+	}()
+	<-entered
+	remove()
+	close(removed)
+	<-ready
+	assert.Equal(t, "", labelsOfBlocked(t, "parkedAfterRemovedRun"), "leaving the outermost Run clears the labels")
+	close(release)
+	<-done
+}
