@@ -45,8 +45,9 @@ import (
 // outside every group. An
 // attribute the code logs itself wins over a var of the same name: a
 // record's own attribute with that key, or one given to WithAttrs since
-// the last WithGroup, keeps the var's value out, so that no line has one
-// key twice.
+// the last WithGroup (also inside a group without a key, which handlers
+// write inline), keeps the var's value out, so that no line has one key
+// twice.
 //
 // A zero Handler has no next handler: it is not enabled at any level, and
 // its Handle returns an error.
@@ -60,12 +61,13 @@ type Handler struct {
 	explicit map[string]bool
 
 	// topLevel: the vars go at the top level of each record. Then next
-	// has opened no group: groups holds the groups opened since
-	// (WithGroup), each with the attrs given to WithAttrs after it,
-	// which Handle nests the record's attrs in. Never changed once
-	// made: WithGroup and WithAttrs copy.
+	// has opened none of groups, the groups opened since (WithGroup),
+	// each with the attrs given to WithAttrs after it; chained is next
+	// with them, for records that add no var. Never changed once made:
+	// WithGroup and WithAttrs copy.
 	topLevel bool
 	groups   []group
+	chained  slog.Handler
 }
 
 // group is a group a top-level Handler opened, and the attrs given to it.
@@ -105,17 +107,20 @@ func (h *Handler) Enabled(ctx context.Context, level slog.Level) bool {
 	if h == nil || h.next == nil {
 		return false
 	}
-	return h.next.Enabled(ctx, level)
+	return h.grouped().Enabled(ctx, level)
 }
 
 // TopLevel returns a Handler like h that adds the vars' attributes at the
 // top level of every record, outside any group opened with WithGroup (and
 // so outside the groups h has opened), so that a query on a var's key finds
 // every line: {"msg":"query","request_id":"r-1","db":{"rows":3}} from
-// logger.WithGroup("db"). It keeps the groups itself, nesting the record's
-// attributes and those given to WithAttrs in them, instead of passing them
-// to the next handler. (Groups h has already passed on, if h was made by
-// WithGroup, stay around the vars.) A zero h gives a zero Handler.
+// logger.WithGroup("db"). (Groups h has already passed on, if h was made by
+// WithGroup, stay around the vars.) A var named as the outermost group the
+// logger opens is left out, so that no line has one key twice. For a
+// record that adds vars, after a WithGroup, the next handler is given the
+// vars and then the groups and their attributes again (WithAttrs,
+// WithGroup), which costs what those calls cost. A zero h gives a zero
+// Handler.
 func (h *Handler) TopLevel() *Handler {
 	if h == nil {
 		return nil
@@ -123,6 +128,14 @@ func (h *Handler) TopLevel() *Handler {
 	c := *h // groups h passed on to its next handler stay there
 	c.topLevel = true
 	return &c
+}
+
+// grouped returns the next handler with the groups a top-level h opened.
+func (h *Handler) grouped() slog.Handler {
+	if len(h.groups) > 0 {
+		return h.chained
+	}
+	return h.next
 }
 
 // Handle adds the values of h's vars that are set to r and passes it on.
@@ -142,7 +155,7 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 		}
 		if own == nil {
 			own = make(map[string]bool, r.NumAttrs())
-			r.Attrs(func(a slog.Attr) bool { own[a.Key] = true; return true })
+			r.Attrs(func(a slog.Attr) bool { addKeys(own, a); return true })
 		}
 		if own[k.Name()] {
 			continue
@@ -157,25 +170,47 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 	return h.next.Handle(ctx, r)
 }
 
-// handleInGroups is Handle for a top-level Handler that has opened
-// groups: a new record with the vars set first, then the groups, each
-// holding its attrs and the next group, the innermost r's attrs.
+// handleInGroups is Handle for a top-level Handler that has opened groups:
+// the vars go to the next handler before the groups, which are opened
+// again after them. The groups are the next handler's to format (nesting
+// them in a group value of the record's would meet log/slog's handling of
+// groups that come out empty).
 func (h *Handler) handleInGroups(ctx context.Context, r slog.Record) error {
-	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	var attrs []slog.Attr
 	for _, k := range h.vars {
-		if v, ok := contextvars.LookupContext(ctx, k); ok && !h.explicit[k.Name()] {
-			out.AddAttrs(slog.Any(k.Name(), v))
+		name := k.Name()
+		if h.explicit[name] || name == h.groups[0].name {
+			continue
+		}
+		if v, ok := contextvars.LookupContext(ctx, k); ok {
+			attrs = append(attrs, slog.Any(name, v))
 		}
 	}
-	inner := make([]slog.Attr, 0, r.NumAttrs())
-	r.Attrs(func(a slog.Attr) bool { inner = append(inner, a); return true })
-	for i := len(h.groups) - 1; i >= 0; i-- {
-		g := h.groups[i]
-		attrs := append(append(make([]slog.Attr, 0, len(g.attrs)+len(inner)), g.attrs...), inner...)
-		inner = []slog.Attr{{Key: g.name, Value: slog.GroupValue(attrs...)}}
+	if len(attrs) == 0 {
+		return h.chained.Handle(ctx, r)
 	}
-	out.AddAttrs(inner...)
-	return h.next.Handle(ctx, out)
+	next := h.next.WithAttrs(attrs)
+	for _, g := range h.groups {
+		next = next.WithGroup(g.name)
+		if len(g.attrs) > 0 {
+			next = next.WithAttrs(g.attrs)
+		}
+	}
+	return next.Handle(ctx, r)
+}
+
+// addKeys adds to m the key of a, or, for a group without a key, whose
+// attributes a handler writes inline, the keys of its attributes.
+func addKeys(m map[string]bool, a slog.Attr) {
+	if a.Key != "" {
+		m[a.Key] = true
+		return
+	}
+	if v := a.Value.Resolve(); v.Kind() == slog.KindGroup {
+		for _, g := range v.Group() {
+			addKeys(m, g)
+		}
+	}
 }
 
 // WithAttrs returns a Handler whose next handler has attrs (in a top-level
@@ -193,31 +228,30 @@ func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
 		c.groups = slices.Clone(h.groups)
 		last := &c.groups[len(c.groups)-1]
 		last.attrs = append(slices.Clip(last.attrs), attrs...)
+		c.chained = h.chained.WithAttrs(attrs)
 		return &c
 	}
-	var explicit map[string]bool
-	for _, k := range h.vars {
-		for _, a := range attrs {
-			if a.Key == k.Name() {
-				if explicit == nil {
-					explicit = maps.Clone(h.explicit)
-					if explicit == nil {
-						explicit = map[string]bool{}
-					}
-				}
-				explicit[a.Key] = true
-			}
-		}
+	keys := map[string]bool{}
+	for _, a := range attrs {
+		addKeys(keys, a)
 	}
-	if explicit == nil {
-		explicit = h.explicit
+	explicit, cloned := h.explicit, false
+	for _, k := range h.vars {
+		if keys[k.Name()] && !explicit[k.Name()] {
+			if !cloned { // h's map is shared: change a copy
+				explicit, cloned = maps.Clone(h.explicit), true
+				if explicit == nil {
+					explicit = map[string]bool{}
+				}
+			}
+			explicit[k.Name()] = true
+		}
 	}
 	return &Handler{next: h.next.WithAttrs(attrs), vars: h.vars, explicit: explicit, topLevel: h.topLevel}
 }
 
 // WithGroup returns a Handler whose next handler opens group name (in a
-// top-level Handler, a Handler that opens it itself, the vars staying
-// outside it).
+// top-level Handler, a Handler that opens it after the vars).
 func (h *Handler) WithGroup(name string) slog.Handler {
 	if h == nil || h.next == nil {
 		return h
@@ -228,6 +262,7 @@ func (h *Handler) WithGroup(name string) slog.Handler {
 		}
 		c := *h
 		c.groups = append(slices.Clip(h.groups), group{name: name})
+		c.chained = h.grouped().WithGroup(name)
 		return &c
 	}
 	return &Handler{next: h.next.WithGroup(name), vars: h.vars}

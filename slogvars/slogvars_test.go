@@ -354,3 +354,157 @@ func dropTime(groups []string, a slog.Attr) slog.Attr {
 	}
 	return a
 }
+
+// TestHandler_topLevelRedactedWithGroup: a ReplaceAttr that redacts a
+// key (a password) empties a group given to With inside a WithGroup. Both
+// handlers must log valid JSON, with ReplaceAttr seeing the record's attrs
+// under their own group path. (Session-11 third review: a first TopLevel,
+// which nested the With attrs and the record's in one slog.GroupValue, met
+// log/slog's handling of a group left empty, which erases the group's text
+// but does not close it.)
+func TestHandler_topLevelRedactedWithGroup(t *testing.T) {
+	var paths []string
+	redact := &slog.HandlerOptions{ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+		if a.Key == "status" {
+			paths = append(paths, slogGroupsPath(groups))
+		}
+		if a.Key == slog.TimeKey || a.Key == "password" {
+			return slog.Attr{}
+		}
+		return a
+	}}
+	for _, top := range []bool{false, true} {
+		var buf bytes.Buffer
+		paths = nil
+		h := slogvars.NewHandler(slog.NewJSONHandler(&buf, redact), requestID)
+		if top {
+			h = h.TopLevel()
+		}
+		require.NoError(t, contextvars.New().Run(func() error {
+			requestID.Set("r-1")
+			slog.New(h).WithGroup("req").
+				With("method", "GET", slog.Group("auth", "password", "hunter2")).
+				Info("m", "status", 200)
+			return nil
+		}))
+		assert.Truef(t, json.Valid(buf.Bytes()), "TopLevel=%v: not JSON: %s", top, buf.String())
+		assert.Equalf(t, []string{"req"}, paths, "TopLevel=%v: ReplaceAttr's groups for status", top)
+	}
+}
+
+func slogGroupsPath(groups []string) string {
+	s := ""
+	for i, g := range groups {
+		if i > 0 {
+			s += "."
+		}
+		s += g
+	}
+	return s
+}
+
+// TestHandler_inlineGroupKeyOnce: the Handler doc promises that an
+// attribute the code logs itself (on the record, or given to WithAttrs
+// since the last WithGroup) keeps a var of the same name out, "so that no
+// line has one key twice". An inline group (slog.Group with an empty key),
+// whose attributes every slog handler puts at the level of the group, is
+// looked into: request_id appears once on the line, with the plain
+// Handler and with TopLevel alike. (Session-11 third review.)
+func TestHandler_inlineGroupKeyOnce(t *testing.T) {
+	for _, top := range []bool{false, true} {
+		for _, how := range []string{"record", "WithAttrs"} {
+			var buf bytes.Buffer
+			h := slogvars.NewHandler(slog.NewJSONHandler(&buf, nil), requestID)
+			if top {
+				h = h.TopLevel()
+			}
+			require.NoError(t, contextvars.New().Run(func() error {
+				requestID.Set("r-1")
+				inline := slog.Group("", "request_id", "mine")
+				if how == "record" {
+					slog.New(h).Info("m", inline)
+				} else {
+					slog.New(h).With(inline).Info("m")
+				}
+				return nil
+			}))
+			assert.Equalf(t, 1, bytes.Count(buf.Bytes(), []byte(`"request_id"`)),
+				"TopLevel=%v, %s: %s", top, how, buf.String())
+		}
+	}
+}
+
+// TestHandler_topLevelVarNamedLikeGroup: a TopLevel Handler puts the vars
+// beside the outermost group the logger opened; a var named like that
+// group (user, and logger.WithGroup("user")) gives the line the key twice,
+// {"user":"alice","user":{"id":7}}, where the plain Handler gives
+// {"user":{"id":7,"user":"alice"}}: TopLevel leaves such a var out, so that
+// no line has one key twice. (Session-11 third review.)
+func TestHandler_topLevelVarNamedLikeGroup(t *testing.T) {
+	for _, top := range []bool{false, true} {
+		var buf bytes.Buffer
+		h := slogvars.NewHandler(slog.NewJSONHandler(&buf, nil), user)
+		if top {
+			h = h.TopLevel()
+		}
+		require.NoError(t, contextvars.New().Run(func() error {
+			user.Set("alice")
+			slog.New(h).WithGroup("user").Info("m", "id", 7)
+			return nil
+		}))
+		assert.Equalf(t, 1, topLevelKeyCount(t, buf.Bytes(), "user"), "TopLevel=%v: %s", top, buf.String())
+	}
+}
+
+// topLevelKeyCount counts the members named key of the JSON object line.
+func topLevelKeyCount(t *testing.T, line []byte, key string) int {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(line))
+	_, err := dec.Token() // {
+	require.NoError(t, err)
+	n := 0
+	for dec.More() {
+		k, err := dec.Token()
+		require.NoError(t, err)
+		if k == key {
+			n++
+		}
+		var skip json.RawMessage
+		require.NoError(t, dec.Decode(&skip))
+	}
+	return n
+}
+
+// optionalFields is a LogValuer that logs its fields that are set, as an
+// empty Attr each one that is not: with none set, a group of empty attrs.
+type optionalFields struct{ name string }
+
+func (o optionalFields) LogValue() slog.Value {
+	a := slog.Attr{}
+	if o.name != "" {
+		a = slog.String("name", o.name)
+	}
+	return slog.GroupValue(a)
+}
+
+// TestHandler_topLevelWithGroupOfEmptyAttrs: the same fault as
+// TestHandler_topLevelRedactedWithGroup with no ReplaceAttr at all: a
+// value given to With inside a WithGroup that resolves to a group of
+// empty attrs leaves the record's attrs nested in that group (TextHandler:
+// req.opts.status=200, where the plain Handler writes req.status=200).
+func TestHandler_topLevelWithGroupOfEmptyAttrs(t *testing.T) {
+	for _, top := range []bool{false, true} {
+		var buf bytes.Buffer
+		h := slogvars.NewHandler(slog.NewTextHandler(&buf, &slog.HandlerOptions{ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey && len(groups) == 0 {
+				return slog.Attr{}
+			}
+			return a
+		}}), requestID)
+		if top {
+			h = h.TopLevel()
+		}
+		slog.New(h).WithGroup("req").With("opts", optionalFields{}).Info("m", "status", 200)
+		assert.Equalf(t, "level=INFO msg=m req.status=200\n", buf.String(), "TopLevel=%v", top)
+	}
+}
