@@ -96,11 +96,7 @@ func TestMiddleware(t *testing.T) {
 		{"Middleware", withMiddleware, "billing o-1"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := httptest.NewServer(tt.h)
-			defer srv.Close()
-			tr := &http.Transport{}
-			defer tr.CloseIdleConnections()
-			client := &http.Client{Transport: tr}
+			srv, client := keepAliveServer(t, tt.h)
 			assert.Equal(t, tt.want, rvGet(t, client, srv.URL, "o-1"))
 			assert.Equal(t, tt.want[:len(tt.want)-len("o-1")], rvGet(t, client, srv.URL, ""), "next request on the connection: no id")
 		})

@@ -3,8 +3,23 @@ package httpvars_test
 import (
 	"context"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"sync"
+	"testing"
 )
+
+// keepAliveServer starts a test server of h and returns it with a client
+// whose requests share one keep-alive connection, both closed when the
+// test ends.
+func keepAliveServer(t *testing.T, h http.Handler) (*httptest.Server, *http.Client) {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	return srv, &http.Client{Transport: tr}
+}
 
 // lockedJSON serializes a handler's writes.
 type lockedJSON struct {

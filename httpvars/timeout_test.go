@@ -3,7 +3,6 @@ package httpvars_test
 import (
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -52,11 +51,7 @@ func TestTimeoutHandler(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := contextvars.ReadStats().Implicit
-			srv := httptest.NewServer(tt.h)
-			defer srv.Close()
-			tr := &http.Transport{}
-			defer tr.CloseIdleConnections()
-			client := &http.Client{Transport: tr}
+			srv, client := keepAliveServer(t, tt.h)
 			assert.Equal(t, tt.want1, rvGet(t, client, srv.URL, "o-1"))
 			assert.Equal(t, tt.want2, rvGet(t, client, srv.URL, ""))
 			if tt.name != "plain http.TimeoutHandler: Get finds nothing" {
