@@ -70,10 +70,26 @@ type Handler struct {
 	chained  slog.Handler
 }
 
-// group is a group a top-level Handler opened, and the attrs given to it.
+// group is a group a top-level Handler opened, and the attrs given to it:
+// one slice per WithAttrs call, resolved (as log/slog's handlers resolve
+// them once, at the call), so that replaying them per record gives what
+// the calls gave.
 type group struct {
 	name  string
-	attrs []slog.Attr
+	calls [][]slog.Attr
+}
+
+// resolved returns attrs with their LogValuers resolved, in groups too.
+func resolved(attrs []slog.Attr) []slog.Attr {
+	out := make([]slog.Attr, len(attrs))
+	for i, a := range attrs {
+		a.Value = a.Value.Resolve()
+		if a.Value.Kind() == slog.KindGroup {
+			a.Value = slog.GroupValue(resolved(a.Value.Group())...)
+		}
+		out[i] = a
+	}
+	return out
 }
 
 var _ slog.Handler = (*Handler)(nil)
@@ -119,8 +135,11 @@ func (h *Handler) Enabled(ctx context.Context, level slog.Level) bool {
 // logger opens is left out, so that no line has one key twice. For a
 // record that adds vars, after a WithGroup, the next handler is given the
 // vars and then the groups and their attributes again (WithAttrs,
-// WithGroup), which costs what those calls cost. A zero h gives a zero
-// Handler.
+// WithGroup, with LogValuers resolved once, when the logger was made),
+// which costs what those calls cost, each time (a ReplaceAttr sees the
+// groups' attributes again too): with one group and two attributes over
+// the JSON handler, about 11 allocations and 330 ns more per record. A
+// zero h gives a zero Handler.
 func (h *Handler) TopLevel() *Handler {
 	if h == nil {
 		return nil
@@ -192,8 +211,8 @@ func (h *Handler) handleInGroups(ctx context.Context, r slog.Record) error {
 	next := h.next.WithAttrs(attrs)
 	for _, g := range h.groups {
 		next = next.WithGroup(g.name)
-		if len(g.attrs) > 0 {
-			next = next.WithAttrs(g.attrs)
+		for _, call := range g.calls {
+			next = next.WithAttrs(call)
 		}
 	}
 	return next.Handle(ctx, r)
@@ -224,10 +243,11 @@ func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
 		if len(attrs) == 0 {
 			return h
 		}
+		attrs = resolved(attrs)
 		c := *h
 		c.groups = slices.Clone(h.groups)
 		last := &c.groups[len(c.groups)-1]
-		last.attrs = append(slices.Clip(last.attrs), attrs...)
+		last.calls = append(slices.Clip(last.calls), attrs)
 		c.chained = h.chained.WithAttrs(attrs)
 		return &c
 	}

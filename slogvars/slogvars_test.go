@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"testing/slogtest"
@@ -508,3 +509,117 @@ func TestHandler_topLevelWithGroupOfEmptyAttrs(t *testing.T) {
 		assert.Equalf(t, "level=INFO msg=m req.status=200\n", buf.String(), "TopLevel=%v", top)
 	}
 }
+
+// countingValuer is a LogValuer whose value counts its LogValue calls.
+type countingValuer struct{ n *int }
+
+func (v countingValuer) LogValue() slog.Value { *v.n++; return slog.IntValue(*v.n) }
+
+// TestHandler_topLevelResolvesWithAttrsOnce: log/slog's handlers
+// resolve a LogValuer given to WithAttrs (logger.With) once, when With is
+// called, so every line of that logger shows the value of then. A TopLevel
+// Handler that has opened a group hands the attr to the next handler's
+// WithAttrs again for every record that adds a var: resolved once, at
+// With, so every line says "snap":1, as without a var set or without
+// TopLevel. (Session-11 fourth review: it was resolved anew per record.)
+func TestHandler_topLevelResolvesWithAttrsOnce(t *testing.T) {
+	for _, top := range []bool{false, true} {
+		var buf bytes.Buffer
+		n := 0
+		h := slogvars.NewHandler(slog.NewJSONHandler(&buf, nil), requestID)
+		if top {
+			h = h.TopLevel()
+		}
+		logger := slog.New(h).WithGroup("g").With("snap", countingValuer{&n})
+		require.NoError(t, contextvars.New().Run(func() error {
+			requestID.Set("r-1")
+			logger.Info("one")
+			logger.Info("two")
+			return nil
+		}))
+		lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+		require.Len(t, lines, 2)
+		for _, l := range lines {
+			assert.Containsf(t, l, `"snap":1`, "TopLevel=%v: the With value resolved at With, as slog does: %s", top, l)
+		}
+	}
+}
+
+// TestHandler_topLevelWithAttrsCallByCall: a TopLevel Handler keeps
+// the attrs of all the With calls after a group in one slice and replays
+// them as one WithAttrs call. log/slog's handlers do not treat one call
+// as two: With(slog.Group("e")) (an empty group, ignored) then
+// With(slog.Group("", "password", "p")) under a ReplaceAttr that removes
+// password writes no "g1", but the two as one WithAttrs call write
+// "g1":{}. So the same logger writes "g1":{} when a var is set and nothing
+// when none is: the line differs from log/slog's by more than the var.
+func TestHandler_topLevelWithAttrsCallByCall(t *testing.T) {
+	redact := &slog.HandlerOptions{ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+		if a.Key == "password" || (a.Key == slog.TimeKey && len(groups) == 0) {
+			return slog.Attr{}
+		}
+		return a
+	}}
+	line := func(set bool) string {
+		var buf bytes.Buffer
+		h := slogvars.NewHandler(slog.NewJSONHandler(&buf, redact), requestID).TopLevel()
+		logger := slog.New(h).WithGroup("g1").With(slog.Group("e")).With(slog.Group("", "password", "p"))
+		require.NoError(t, contextvars.New().Run(func() error {
+			if set {
+				requestID.Set("r-1")
+			}
+			logger.Info("m")
+			return nil
+		}))
+		return strings.TrimSpace(buf.String())
+	}
+	assert.Equal(t, `{"level":"INFO","msg":"m"}`, line(false))
+	assert.Equal(t, `{"level":"INFO","msg":"m","request_id":"r-1"}`, line(true), "as log/slog writes the logger's line, plus the var")
+}
+
+// BenchmarkHandler_topLevelGrouped measures one log call through a logger
+// WithGroup("db").With(2 attrs) over the JSON handler (io.Discard):
+// plain slog, the Handler, and the TopLevel Handler, each with the var
+// unset and set.
+func BenchmarkHandler_topLevelGrouped(b *testing.B) {
+	mk := func(kind string) *slog.Logger {
+		j := slog.NewJSONHandler(discard{}, nil)
+		var h slog.Handler = j
+		switch kind {
+		case "handler":
+			h = slogvars.NewHandler(j, requestID)
+		case "toplevel":
+			h = slogvars.NewHandler(j, requestID).TopLevel()
+		}
+		return slog.New(h).WithGroup("db").With("table", "users", "shard", 3)
+	}
+	for _, kind := range []string{"slog", "handler", "toplevel"} {
+		for _, set := range []bool{false, true} {
+			if kind == "slog" && set {
+				continue
+			}
+			logger := mk(kind)
+			name := kind + "/unset"
+			if set {
+				name = kind + "/set"
+			}
+			b.Run(name, func(b *testing.B) {
+				c := contextvars.New()
+				if set {
+					_ = c.Run(func() error { requestID.Set("r-1"); return nil })
+				}
+				b.ReportAllocs()
+				_ = c.Run(func() error {
+					for b.Loop() {
+						logger.Info("query", "rows", 3)
+					}
+					return nil
+				})
+			})
+		}
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
