@@ -35,7 +35,6 @@ import (
 // Copy. Dropping it ([DropImplicit]) is a switch from it to nil; where
 // DropImplicit ran inside a Run, leaving the outermost Run is a switch to
 // nil, not to the dropped context.
-
 type SwitchHook func(from, to *Context)
 
 // switchHooks is the registered hooks, nil if none: Run loads it once on

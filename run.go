@@ -153,7 +153,7 @@ func (c *Context) callLeave(hooks []*SwitchHook, gs *gstate, prev *Context) {
 	defer c.callLeave(hooks[1:], gs, prev)
 	to := prev
 	if gs.dropPending && prev == gs.implicit {
-		to = nil // dropped by restore: the goroutine goes back to none
+		to = nil // dropped by exit: the goroutine goes back to none
 	}
 	(*hooks[0])(c, to)
 }
