@@ -68,10 +68,7 @@ import (
 //
 // Handler panics if next is nil.
 func Handler(next http.Handler) http.Handler {
-	if next == nil {
-		panic(errors.New("contextvars: httpvars.Handler: nil http.Handler"))
-	}
-	return &handler{base: contextvars.CopyContext(), next: next}
+	return newHandler("Handler", contextvars.CopyContext(), next)
 }
 
 // Middleware returns middleware, func(http.Handler) http.Handler, that does
@@ -85,12 +82,16 @@ func Handler(next http.Handler) http.Handler {
 //	e.Use(echo.WrapMiddleware(httpvars.Middleware()))
 func Middleware() func(http.Handler) http.Handler {
 	base := contextvars.CopyContext()
-	return func(next http.Handler) http.Handler {
-		if next == nil {
-			panic(errors.New("contextvars: httpvars.Middleware: nil http.Handler"))
-		}
-		return &handler{base: base, next: next}
+	return func(next http.Handler) http.Handler { return newHandler("Middleware", base, next) }
+}
+
+// newHandler returns the handler of Handler and Middleware (named by fn, for
+// the panic on a nil next).
+func newHandler(fn string, base *contextvars.Context, next http.Handler) http.Handler {
+	if next == nil {
+		panic(errors.New("contextvars: httpvars." + fn + ": nil http.Handler"))
 	}
+	return &handler{base: base, next: next}
 }
 
 // ConnState returns a hook for http.Server's ConnState field that drops
