@@ -8,9 +8,11 @@ package contextvars
 // "Ownership" below) stores its root or changes its trie's nodes, which it
 // does in place only for nodes tagged with the context's edit tag (see
 // "Edit tags" below and hamt.go), one atomic store of a kid or a size at a
-// time; every snapshot (Copy, CopyContext, All, Keys, Values) first ends
-// that ownership. So any goroutine may read a context at any time and sees
-// the complete state after some Set or Reset, and a snapshot never changes.
+// time, or a plain store of a leaf's value; every snapshot (Copy,
+// CopyContext, All, Keys, Values), and every read of a value by a goroutine
+// other than the owner (valueLeaf), first ends that ownership. So any
+// goroutine may read a context at any time and sees the complete state after
+// some Set or Reset, and a snapshot never changes.
 
 import (
 	"fmt"
@@ -79,7 +81,7 @@ type Context struct {
 //
 // A Set or Reset copies the trie path it changes, except for nodes the
 // context made since its last snapshot, which it changes in place: so a var
-// set again, and a Reset, allocate no trie node. The nodes a context may
+// set again, and a Reset, allocate no trie node, and no leaf (token.go). The nodes a context may
 // change are those tagged with its edit tag (node.edit), a number never used
 // before (a context id: newContextID), taken at the context's first Set
 // after a snapshot. A snapshot ends the tag in O(1) by storing 0 (freeze):
@@ -119,15 +121,14 @@ func (c *Context) claim(gs *gstate) uint64 {
 
 // release ends the write that claim began; root is the root it made from
 // old. Where the write replaced a root that carries tag e, release ends the
-// tag too: a snapshot may have loaded old before the write, and old's kids,
-// which the new root shares, are tagged e, so a later write under e would
-// change them in place beneath that snapshot. (A write that changed old in
-// place, or copied an old root of an earlier tag, as the first write after
-// a snapshot does, keeps the tag: no root a snapshot may hold shares nodes
-// tagged e.) old is never nil (both writers start from a root), and
-// old.key == nil tests that it is an inner node: only those have a tag.
+// tag too: a snapshot may have loaded old before the write, and old's kids
+// (or old itself, a leaf), which the new root shares, are tagged e, so a
+// later write under e would change them in place beneath that snapshot. (A
+// write that changed old in place, or copied an old root of an earlier
+// tag, as the first write after a snapshot does, keeps the tag: no root a
+// snapshot may hold shares nodes tagged e.)
 func (c *Context) release(e uint64, old, root *node) {
-	if root != old && old.key == nil && old.edit() == e {
+	if root != old && old.tag() == e {
 		e = 0
 	}
 	c.edit.Store(e)
@@ -153,29 +154,34 @@ func (c *Context) freeze() {
 	}
 }
 
-// put sets leaf l in c, the current context of its owner (whose state gs
-// is), publishes the new root, and returns the leaf l replaced (nil if
-// none): the trie write of Var.Set, and of a Reset that restores a value.
-// Where c is empty or l's var is its only one, l is the new root and no
-// node changes; the rest is out of line (putSlow).
-func (c *Context) put(gs *gstate, l *node) (replaced *node) {
-	root := c.root.Load()
-	if root == nil || root.key == l.key {
-		gs.setRoot(l)
-		return root
-	}
-	return c.putSlow(gs, root, l)
-}
-
-// putSlow is put for a root that is an inner node, or a leaf of another var.
-//
-//go:noinline
-func (c *Context) putSlow(gs *gstate, root, l *node) (replaced *node) {
+// setValue sets v to val in c, the current context of its owner (whose
+// state gs is), and publishes the new root: the trie write of Var.Set, and
+// of a Reset that restores a value. Where c holds a leaf of v made under
+// c's edit tag, its value changes in place, nothing is allocated, and
+// setValue returns the value it replaced (inPlace). Else a new leaf made
+// under the tag, or spare, a leaf of v bound to val if not nil, goes into
+// the trie, whose untagged nodes are copied (hamt.go, "Ownership"), and
+// setValue returns the leaf it replaced, nil if none: a leaf that never
+// changes again, since c did not hold its tag.
+func setValue[T any](c *Context, gs *gstate, v *Var[T], val T, spare *node) (old T, replaced *node, inPlace bool) {
 	e := c.claim(gs)
-	newRoot, replaced := root.assoc(l, e)
+	root := c.root.Load()
+	l := root.get(&v.c)
+	if l != nil && leafTag(l) == e {
+		// The lookup cache, which may hold l, stays right: no node
+		// but l changes, and l stays where it is.
+		old = leafValue[T](l)
+		storeLeafValue(l, val)
+		c.release(e, root, root)
+		return old, nil, true
+	}
+	if spare == nil {
+		spare = newLeaf(v, val, e)
+	}
+	newRoot, replaced := root.setIn(spare, e)
 	gs.setRootIfNew(root, newRoot)
 	c.release(e, root, newRoot)
-	return replaced
+	return old, replaced, false
 }
 
 // remove deletes k's binding from c, the current context of its owner
@@ -301,7 +307,7 @@ func (c *Context) Contains(key Key) bool {
 // result is false if c holds no value for key, where Python's ctx[var]
 // raises KeyError and ctx.get(var) returns None. [Var.In] is the typed form.
 func (c *Context) Get(key Key) (any, bool) {
-	if l := c.leaf(coreOf(key)); l != nil {
+	if l := c.valueLeaf(coreOf(key)); l != nil {
 		return l.value(), true
 	}
 	return nil, false
@@ -349,7 +355,7 @@ func (c *Context) String() string {
 }
 
 // leaf returns the leaf bound to k in c, or nil; nil also for a nil c or
-// k. It is the lookup of Context.Get, Contains and Var.In; Var.Get's lookup
+// k. It is the lookup of Contains, which reads no value; Var.Get's lookup
 // in the current context (currentLeaf) puts a cache in front of the same
 // trie lookup, node.get.
 func (c *Context) leaf(k *varCore) *node {
@@ -357,6 +363,27 @@ func (c *Context) leaf(k *varCore) *node {
 		return nil
 	}
 	return c.root.Load().get(k)
+}
+
+// valueLeaf is leaf for a read of the leaf's value (Context.Get, Var.In,
+// LookupContext): unless c is the calling goroutine's own, one only it
+// writes (its current or implicit context, or, in a switch hook, the other
+// side of the switch: gstate.hookCtx), it ends c's edit tag after loading
+// the root, as a snapshot does, so that the leaf's value does not change
+// in place while the caller reads it (token.go, "Leaves that change"). (An
+// outer Run's context is the goroutine's own too, but is not told apart
+// elsewhere: a read of it ends its tag, and its next write copies.)
+func (c *Context) valueLeaf(k *varCore) *node {
+	if c == nil || k == nil {
+		return nil
+	}
+	root := c.root.Load()
+	if c.edit.Load() != 0 {
+		if gs := state(); gs == nil || (gs.current != c && gs.implicit != c && gs.hookCtx != c) {
+			c.freeze()
+		}
+	}
+	return root.get(k)
 }
 
 // coreOf returns key's core, or nil for a nil Key or a nil *Var.

@@ -112,13 +112,13 @@
 // Var.Get and a nested Context.Run take no lock and allocate nothing; a
 // goroutine's outermost Run claims and frees its state with an atomic
 // operation each, and takes a short lock only when other goroutines hold its
-// registry bucket. Var.Set allocates its token, which is also the new
-// binding where T holds no pointers and is at most 64 bytes; a Set of a var
-// the context holds already changes the context's own trie nodes in place,
-// and a Set of a new var, or the first after a copy, copies one node per
-// trie level: one for up to 16 vars, two or three for a thousand. A context
-// keeps only its current values alive: a value that was replaced is garbage
-// once its token is. Goroutine identity comes from github.com/petermattis/goid;
+// registry bucket. A Set of a var the context holds already changes the
+// context's own binding in place and allocates nothing but its token, and
+// not that where the token does not outlive the caller (see Var.Set); a Set
+// of a new var, or the first after a copy, makes a binding and copies one
+// node per trie level: one for up to 16 vars, two or three for a thousand.
+// A context keeps only its current values alive: a value that was replaced
+// is garbage once its token is. Goroutine identity comes from github.com/petermattis/goid;
 // the package uses no go:linkname and leaves runtime/pprof labels alone
 // unless a program registers a switch hook that sets them (pprofvars).
 //

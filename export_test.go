@@ -19,10 +19,3 @@ var (
 	Churn           = churn
 	Long            = long
 )
-
-// TokenIsBinding reports whether a token of a Var[T] is the binding its Set
-// puts into the trie.
-func TokenIsBinding[T any]() bool { return NewVar[T]("").info().tokenIsBinding }
-
-// MaxSharedSize is maxSharedSize: the largest T whose tokens are bindings.
-const MaxSharedSize = maxSharedSize

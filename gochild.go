@@ -40,7 +40,7 @@ func (c *Context) runEntered(fn func()) {
 	hs := switchHooks.Load()
 	defer c.exit(gs, prev, hs)
 	if hs != nil {
-		hs.call(prev, c)
+		gs.callHooks(hs, prev, c)
 	}
 	fn()
 }
@@ -113,7 +113,7 @@ func (v *Var[T]) InheritWith(derive func(T) T) *Var[T] {
 	}
 	v.info()
 	setInherit(&v.c, &inheritRule{derive: func(l *node) *node {
-		return newBinding(v, derive(bindingOf[T](l).val))
+		return newBinding(v, derive(leafValue[T](l)))
 	}})
 	return v
 }

@@ -61,6 +61,14 @@ type gstate struct {
 	// tries that the goroutine's contexts hold anyway.
 	cache [lookupCacheSize]cacheEntry
 
+	// hookCtx is, while switch hooks run on the goroutine, the context
+	// the switch leaves (entering) or goes back to (leaving), which the
+	// goroutine has entered or holds as its implicit context, so that
+	// only it writes it: a hook's read of it need not end its edit tag
+	// (Context.valueLeaf). nil otherwise; every free clears it, so that
+	// it never names a context another goroutine may write.
+	hookCtx *Context
+
 	// The fields above cache are all a goroutine's first Run and Set
 	// touch: they fit in the state's first 64 bytes, one cache line (a
 	// 192-byte object is 64-byte aligned), which a new goroutine usually
@@ -68,7 +76,17 @@ type gstate struct {
 	// state up to a size class of its own (192 bytes), so that states of
 	// goroutines on different cores, which are allocated side by side,
 	// share few cache lines.
-	_ [32]byte
+	_ [24]byte
+}
+
+// callHooks calls the switch hooks hs for the goroutine's switch from prev
+// to c, its current context now, with prev as hookCtx meanwhile. If a hook
+// panics or exits the goroutine, hookCtx stays set until the Run's exit
+// clears it (Context.exit).
+func (gs *gstate) callHooks(hs *hookList, prev, c *Context) {
+	gs.hookCtx = prev
+	hs.call(prev, c)
+	gs.hookCtx = nil
 }
 
 // clearCache drops the goroutine's lookup cache.

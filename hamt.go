@@ -24,11 +24,16 @@ package contextvars
 //     changed copy); a kid is never added or removed in place, so bitmaps,
 //     list lengths and each node's set of keys never change;
 //   - the size of a bitmap node tagged e (addSize), when a leaf is added or
-//     removed beneath it.
+//     removed beneath it;
+//   - the value of a leaf tagged e (a leaf's word is its tag: token.go), by
+//     a plain store (setValue).
 //
-// Only the context's owner changes them, one atomic store at a time, so a
-// reader on another goroutine (Context.Get, Len, Var.In) finds a whole
-// trie on every load: each kid it loads is a complete subtree, old or new.
+// Only the context's owner changes them, inner nodes one atomic store at a
+// time, so a reader on another goroutine (Context.Len, Contains) finds a
+// whole trie on every load: each kid it loads is a complete subtree, old or
+// new. A reader on another goroutine that reads a leaf's value
+// (Context.Get, Var.In) first ends the tag, as a snapshot does
+// (Context.valueLeaf), so that no value it reads is being changed.
 // A snapshot loads the root, then ends the tag (Context.freeze), in O(1):
 // the nodes tagged e are then shared and never change again, and the
 // owner's next write takes a new tag and copies what it changes. Nodes
@@ -41,7 +46,7 @@ package contextvars
 // with it are tagged e, so a later write under e would change them beneath
 // the snapshot (TestContext_snapshotOfReplacedRoot).
 //
-// A leaf never changes, but for the word its maker keeps in it (token.go).
+// A leaf's key and word never change; its value only as above.
 //
 // A node is one of three kinds, told apart by its fields:
 //
@@ -114,6 +119,18 @@ func (n *node) addSize(d int32) {
 // newInner and never changes.
 func (n *node) edit() uint64 {
 	return *(*uint64)(unsafe.Add(unsafe.Pointer(n), unsafe.Sizeof(node{})))
+}
+
+// tag returns the edit tag node n was made under, leaf or inner (0 for a nil
+// n, or a node made under none).
+func (n *node) tag() uint64 {
+	switch {
+	case n == nil:
+		return 0
+	case n.key != nil:
+		return leafTag(n)
+	}
+	return n.edit()
 }
 
 // owned reports whether inner node n may be changed in place by the holder

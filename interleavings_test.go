@@ -691,3 +691,62 @@ func review7KidAt(n *node, h uint64) *node {
 	}
 	return n.kid(bits.OnesCount32(n.bitmap() & (bit - 1)))
 }
+
+// TestOnSwitch_hookReadsKeepTag: a hook that reads the contexts of a switch
+// (as pprofvars' does) reads the goroutine's own contexts, so its reads do
+// not end their edit tags (Context.valueLeaf): a Set in the outer context
+// after a nested Run still changes its binding in place. And the same read
+// from another goroutine does end it, so that the owner's next Set copies.
+func TestOnSwitch_hookReadsKeepTag(t *testing.T) {
+	v := NewVar[int]("v")
+	remove := OnSwitch(func(from, to *Context) {
+		if from != nil {
+			from.Get(v)
+		}
+		if to != nil {
+			to.Get(v)
+		}
+	})
+	defer remove()
+	inner, outer := New(), New()
+	require.NoError(t, outer.Run(func() error {
+		v.Set(0)
+		allocs := testing.AllocsPerRun(100, func() {
+			_ = inner.Run(func() error { return nil })
+			v.Set(1)
+		})
+		assert.Zero(t, allocs, "a Set after a nested Run whose hooks read the outer context")
+		assert.NotZero(t, outer.edit.Load(), "the outer context keeps its tag")
+		done := make(chan struct{})
+		go func() { outer.Get(v); close(done) }()
+		<-done
+		assert.Zero(t, outer.edit.Load(), "a read from another goroutine ends the tag")
+		return nil
+	}))
+}
+
+// TestOnSwitch_hookCtxCleared: hookCtx names a context only while hooks
+// run: after a hook panics on entering a nested Run, or on leaving it, the
+// Run's exit has cleared it, so that it never names a context the goroutine
+// has left (which another goroutine may then write).
+func TestOnSwitch_hookCtxCleared(t *testing.T) {
+	for _, when := range []string{"entering", "leaving"} {
+		t.Run(when, func(t *testing.T) {
+			inner := New()
+			remove := OnSwitch(func(from, to *Context) {
+				if (when == "entering" && to == inner) || (when == "leaving" && from == inner) {
+					panic("hook")
+				}
+			})
+			defer remove()
+			require.NoError(t, New().Run(func() error {
+				func() {
+					defer func() { assert.Equal(t, "hook", recover()) }()
+					_ = inner.Run(func() error { return nil })
+				}()
+				assert.Nil(t, state().hookCtx)
+				return nil
+			}))
+		})
+	}
+}

@@ -38,7 +38,7 @@ func (c *Context) Run(fn func() error) error {
 	hs := switchHooks.Load()
 	defer c.exit(gs, prev, hs)
 	if hs != nil {
-		hs.call(prev, c)
+		gs.callHooks(hs, prev, c)
 	}
 	return fn()
 }
@@ -55,7 +55,7 @@ func Call[T any](c *Context, fn func() (T, error)) (T, error) {
 	hs := switchHooks.Load()
 	defer c.exit(gs, prev, hs)
 	if hs != nil {
-		hs.call(prev, c)
+		gs.callHooks(hs, prev, c)
 	}
 	return fn()
 }
@@ -111,6 +111,8 @@ func (c *Context) exit(gs *gstate, prev *Context, entered *hookList) {
 			c.exitHooked(gs, prev, leaveHooks(entered, now))
 			return
 		}
+	} else {
+		gs.hookCtx = nil
 	}
 	c.leave()
 	if prev == nil {
@@ -134,7 +136,8 @@ func (c *Context) exit(gs *gstate, prev *Context, entered *hookList) {
 // work, also if a hook panics or calls runtime.Goexit, so that no hook can
 // leave c entered, the goroutine's state behind, or a later hook uncalled.
 func (c *Context) exitHooked(gs *gstate, prev *Context, hooks []*SwitchHook) {
-	defer c.exit(gs, prev, hooksCalled)
+	defer c.exit(gs, prev, hooksCalled) // clears hookCtx
+	gs.hookCtx = prev
 	c.callLeave(hooks, gs, prev)
 }
 

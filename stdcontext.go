@@ -105,8 +105,8 @@ func (v *Var[T]) InContext(ctx context.Context) (T, bool) {
 	if v == nil {
 		panic(errNilVar)
 	}
-	if b := bindingOf[T](contextLeaf(ctx, &v.c)); b != nil {
-		return b.val, true
+	if l := contextLeaf(ctx, &v.c); l != nil {
+		return leafValue[T](l), true
 	}
 	var zero T
 	return zero, false
@@ -120,5 +120,5 @@ func contextLeaf(ctx context.Context, k *varCore) *node {
 		}
 	}
 	c, _ := FromContext(ctx) // a nil *Context holds nothing
-	return c.leaf(k)
+	return c.valueLeaf(k)
 }

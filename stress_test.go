@@ -229,7 +229,7 @@ func TestStress_readersDuringInPlaceWrites(t *testing.T) {
 					vars[i] = contextvars.NewVar[pair](fmt.Sprint("p", i))
 					vars[i].Set(pair{})
 				}
-				if n > 1 { // a var whose token is not its binding
+				if n > 1 { // a var of a type with pointers, and a Set and Reset
 					names = append(names, contextvars.NewVar[string]("s"))
 					vars[n-1].Reset(vars[n-1].Set(pair{}))
 					names[0].Set("s0")

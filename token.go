@@ -1,17 +1,29 @@
 package contextvars
 
 // This file holds Token, the record of one Var.Set, and binding, the trie
-// leaf that carries a var's value. It keeps two invariants:
+// leaf that carries a var's value. It keeps these invariants:
 //
 //   - A token undoes its Set at most once: its state word is swapped to
 //     used by the one Reset that succeeds (Token.consume).
 //   - Every leaf of a trie keyed by a Var[T]'s core is the first field of a
 //     binding[T] of that same T, so bindingOf can recover the value: only
-//     Var[T].Set makes leaves (newToken, newBinding, Token.bind).
+//     newLeaf, from a Var[T], makes leaves.
+//   - No trie refers to a token. A token holds the var, its context's id
+//     and the old value, copied; so a Set whose token its caller drops at
+//     once, or keeps only for a deferred Reset, leaves it on the caller's
+//     stack (Set inlines; set and Reset do not let the token escape).
 //
-// Where T holds no pointers and is small, a token is its own binding: Set
-// allocates once, and the trie keeps the token (whose old value then refers
-// to nothing). The trie sees only the leaf.
+// # Leaves that change
+//
+// A leaf's word holds the edit tag it was made under (hamt.go, "Ownership";
+// 0 if none), which never changes. While the tag is its context's, the
+// context's owner may change the leaf's value in place (setValue), by a
+// plain store: no other goroutine reads the value meanwhile, since a read
+// by any goroutine but the owner loads the root and then ends the tag
+// (Context.valueLeaf, snapshot), waiting out a write in progress, and the
+// owner's next write copies the leaf instead. So values are read and
+// written without atomics, and a Set of a var the context holds, made
+// since its last copy, allocates nothing, whatever T is.
 
 import (
 	"fmt"
@@ -30,25 +42,21 @@ import (
 type Token[T any] struct {
 	_ noCopy
 
-	// b.leaf.key is the core of the token's var (nil in a zero Token).
-	// Where the var's info says tokenIsBinding, b is the very binding Set
-	// put into the trie; else b holds no value and the trie's binding is
-	// another allocation, so that a trie never keeps the token's old
-	// value alive.
-	//
-	// b.leaf.word is the token's state (see stateWord): the trie leaves a
-	// leaf's word to whoever made the leaf, and a token keeps its state
-	// there rather than in a field of its own, which would make a
-	// Token[int] 48 bytes instead of 32 and Var.Set measurably slower
-	// (bench/RESULTS.md).
-	b binding[T]
+	key *varCore // the core of the token's var; nil in a zero Token
 
-	// ob is the binding of the value the var had in the context before
-	// Set, if tokenHasOld: the leaf a Reset puts back, so that a Reset
-	// allocates nothing. Once put back, it keeps the token alive in the
-	// trie; the token then holds no other value (b.val is the zero value,
-	// or, in a token that is its binding, holds no pointers).
-	ob binding[T]
+	// state is the id of the context Set ran in (see Context.state), with
+	// the flags tokenHasOld and tokenUsed. Set writes it before anyone
+	// else can see the token; afterwards it is read and swapped
+	// atomically, and only the one Reset that consumes the token changes
+	// it.
+	state uint64
+
+	// The value the var had in the context before Set, if tokenHasOld,
+	// which a Reset puts back: oldLeaf, the leaf Set replaced (which
+	// never changes: see setValue), or else old, the value Set changed
+	// in place. Neither changes after Set.
+	oldLeaf *node
+	old     T
 }
 
 // Flags of a token's state; the bits below them hold a context id.
@@ -58,8 +66,8 @@ const (
 	ctxIDMask   = tokenHasOld - 1
 )
 
-// binding is a trie leaf bound to a value: leaf.key is the var's core. Its
-// fields never change once it is in a trie.
+// binding is a trie leaf bound to a value: leaf.key is the var's core, and
+// leaf.word its edit tag (see the file comment). Only val may change.
 type binding[T any] struct {
 	leaf node // first, for bindingOf
 	val  T
@@ -73,49 +81,45 @@ func bindingOf[T any](l *node) *binding[T] {
 	return (*binding[T])(unsafe.Pointer(l))
 }
 
-// newBinding returns a new leaf binding v to val.
-func newBinding[T any](v *Var[T], val T) *node {
-	return &(&binding[T]{leaf: node{key: &v.c}, val: val}).leaf
+// leafValue returns the value of l, a leaf of a Var[T]. The caller is the
+// owner of the context l is in, or has ended its tag (see the file comment).
+func leafValue[T any](l *node) T { return bindingOf[T](l).val }
+
+// storeLeafValue changes the value of l, a leaf of a Var[T] whose tag is
+// its context's, to val. Only the context's owner calls it, between
+// Context.claim and release.
+func storeLeafValue[T any](l *node, val T) { bindingOf[T](l).val = val }
+
+// leafTag returns the edit tag leaf l was made under, 0 if none.
+func leafTag(l *node) uint64 { return l.word }
+
+// newLeaf returns a new leaf binding v to val, made under edit tag e (0:
+// none, so that it never changes).
+func newLeaf[T any](v *Var[T], val T, e uint64) *node {
+	return &(&binding[T]{leaf: node{word: e, key: &v.c}, val: val}).leaf
 }
 
-// newToken returns the token of a Set of v to value, not yet bound to a
-// context, and the leaf that Set puts into the trie: the token's own
-// binding, one allocation, if isBinding (v's info says tokenIsBinding).
-func newToken[T any](v *Var[T], value T, isBinding bool) (*Token[T], *node) {
-	t := &Token[T]{b: binding[T]{leaf: node{key: &v.c}}}
-	if isBinding {
-		t.b.val = value
-		return t, &t.b.leaf
-	}
-	return t, newBinding(v, value)
-}
-
-// bind records, before t is returned by Set, the id of the context Set
-// ran in and the leaf it replaced there (nil if none).
-func (t *Token[T]) bind(ctxID uint64, replaced *node) {
-	if replaced != nil {
-		t.ob = binding[T]{leaf: node{key: t.b.leaf.key}, val: bindingOf[T](replaced).val}
-		ctxID |= tokenHasOld
-	}
-	*t.stateWord() = ctxID
-}
+// newBinding returns a new leaf binding v to val that never changes (Bind,
+// InheritWith).
+func newBinding[T any](v *Var[T], val T) *node { return newLeaf(v, val, 0) }
 
 // consume checks, in CPython's order, that t may undo its Set of v in the
 // calling goroutine's current context, and marks t used. It returns the
-// goroutine's state and whether the var had a value before the Set (t.ob).
+// goroutine's state and whether the var had a value before the Set
+// (t.oldLeaf or t.old).
 // If t may not, it returns an error and leaves t unchanged.
 func (t *Token[T]) consume(v *Var[T]) (gs *gstate, hasOld bool, err error) {
 	if t == nil {
 		return nil, false, errNilTokenf("Reset(nil) of var " + strconv.Quote(v.Name()))
 	}
-	if t.b.leaf.key == nil {
+	if t.key == nil {
 		return nil, false, errNilTokenf("zero Token was not returned by Var.Set")
 	}
 	ts := t.loadState()
 	if ts&tokenUsed != 0 {
 		return nil, false, tokenError(ErrTokenUsed, t.varName(), "has already been used once")
 	}
-	if t.b.leaf.key != &v.c {
+	if t.key != &v.c {
 		other := "var " + strconv.Quote(v.Name())
 		if v.Name() == t.varName() {
 			other = "another var of that name"
@@ -131,36 +135,25 @@ func (t *Token[T]) consume(v *Var[T]) (gs *gstate, hasOld bool, err error) {
 	// context is current for one goroutine at a time, so the swap cannot
 	// fail; it is a compare-and-swap so that a broken promise is an
 	// error, not a double reset.
-	if !atomic.CompareAndSwapUint64(t.stateWord(), ts, ts|tokenUsed) {
+	if !atomic.CompareAndSwapUint64(&t.state, ts, ts|tokenUsed) {
 		return nil, false, tokenError(ErrTokenUsed, t.varName(), "has already been used once")
 	}
 	return gs, ts&tokenHasOld != 0, nil
 }
 
-// oldLeaf returns the leaf binding t's var to the value it had before Set,
-// which t must have (tokenHasOld).
-func (t *Token[T]) oldLeaf() *node { return &t.ob.leaf }
-
-// stateWord returns the address of t's state: the id of the context Set ran
-// in (see Context.state) with the flags tokenHasOld and tokenUsed. Set
-// writes it before anyone else can see the token; afterwards it is read and
-// swapped atomically, and only the one Reset that consumes the token
-// changes it.
-func (t *Token[T]) stateWord() *uint64 { return &t.b.leaf.word }
-
 // varName returns the name of t's var, for error messages. t is a token
 // made by Set (consume refuses a zero one before it names it).
-func (t *Token[T]) varName() string { return t.b.leaf.key.name }
+func (t *Token[T]) varName() string { return t.key.name }
 
 // loadState returns t's state.
-func (t *Token[T]) loadState() uint64 { return atomic.LoadUint64(t.stateWord()) }
+func (t *Token[T]) loadState() uint64 { return atomic.LoadUint64(&t.state) }
 
 // Var returns the var whose [Var.Set] made t (Token.var).
 func (t *Token[T]) Var() *Var[T] {
-	if t == nil || t.b.leaf.key == nil {
+	if t == nil || t.key == nil {
 		return nil
 	}
-	return t.b.leaf.key.info.Load().key.(*Var[T]) // a var has info before its first token
+	return t.key.info.Load().key.(*Var[T]) // a var has info before its first token
 }
 
 // OldValue returns the value t's var had in the context before the Set that
@@ -171,7 +164,10 @@ func (t *Token[T]) OldValue() (T, bool) {
 		var zero T
 		return zero, false
 	}
-	return t.ob.val, t.loadState()&tokenHasOld != 0
+	if t.oldLeaf != nil {
+		return leafValue[T](t.oldLeaf), true
+	}
+	return t.old, t.loadState()&tokenHasOld != 0
 }
 
 // Reset is t.Var().Reset(t). It lets a scoped Set read as one line, as

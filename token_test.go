@@ -1,20 +1,27 @@
 package contextvars_test
 
 import (
+	"context"
 	"errors"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/go-contextvars/contextvars"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-// TestToken_isBindingWhenSmallAndPointerFree checks the classification that decides whether a
-// token is the binding the trie keeps (one allocation per Set) or a second
-// allocation beside it, and that Set allocates accordingly.
-func TestToken_isBindingWhenSmallAndPointerFree(t *testing.T) {
+// TestVar_Set_allocationsByType checks what a Set allocates, for values of
+// every kind of type, in a context of that var alone that is not copied
+// between Sets: nothing where the caller drops the token, or keeps it only
+// for a deferred Reset (the token stays on the caller's stack, and the
+// binding changes in place); the token alone where the caller keeps it.
+func TestVar_Set_allocationsByType(t *testing.T) {
 	type flat struct {
 		A int
 		B [3]float64
@@ -25,42 +32,54 @@ func TestToken_isBindingWhenSmallAndPointerFree(t *testing.T) {
 		S string
 	}
 	cases := []struct {
-		name      string
-		set       func() // a Set of a var of the type, in a context of that var
-		isBinding bool
-		want      bool
+		name               string
+		drop, kept, scoped func() // a Set of a var of the type, in a context of that var
 	}{
-		{"int", setter(1), contextvars.TokenIsBinding[int](), true},
-		{"flat struct", setter(flat{A: 1}), contextvars.TokenIsBinding[flat](), true},
-		{"[0]*int", setter([0]*int{}), contextvars.TokenIsBinding[[0]*int](), true},
-		{"[64]byte", setter([64]byte{1}), contextvars.TokenIsBinding[[64]byte](), true},
-		{"[65]byte: too large", setter([65]byte{1}), contextvars.TokenIsBinding[[65]byte](), false},
-		{"string", setter("s"), contextvars.TokenIsBinding[string](), false},
-		{"struct with string", setter(withString{S: "s"}), contextvars.TokenIsBinding[withString](), false},
-		{"[]byte", setter([]byte{1}), contextvars.TokenIsBinding[[]byte](), false},
-		{"*int", setter(new(int)), contextvars.TokenIsBinding[*int](), false},
-		{"any", setter[any](1), contextvars.TokenIsBinding[any](), false},
-		{"func", setter(func() {}), contextvars.TokenIsBinding[func()](), false},
-		{"map", setter(map[int]int{}), contextvars.TokenIsBinding[map[int]int](), false},
+		{"int", dropper(1), keeper(1), scoper(1)},
+		{"bool", dropper(true), keeper(true), scoper(true)},
+		{"time.Duration", dropper(time.Second), keeper(time.Second), scoper(time.Second)},
+		{"[0]*int", dropper([0]*int{}), keeper([0]*int{}), scoper([0]*int{})},
+		{"[65]byte", dropper([65]byte{1}), keeper([65]byte{1}), scoper([65]byte{1})},
+		{"flat struct", dropper(flat{A: 1}), keeper(flat{A: 1}), scoper(flat{A: 1})},
+		{"string", dropper("s"), keeper("s"), scoper("s")},
+		{"struct with string", dropper(withString{S: "s"}), keeper(withString{S: "s"}), scoper(withString{S: "s"})},
+		{"[]byte", dropper([]byte{1}), keeper([]byte{1}), scoper([]byte{1})},
+		{"*int", dropper(new(int)), keeper(new(int)), scoper(new(int))},
+		{"any", dropper[any](1), keeper[any](1), scoper[any](1)},
+		{"func", dropper(func() {}), keeper(func() {}), scoper(func() {})},
+		{"map", dropper(map[int]int{}), keeper(map[int]int{}), scoper(map[int]int{})},
 	}
 	for _, tc := range cases {
-		assert.Equal(t, tc.want, tc.isBinding, "tokenIsBinding for %s", tc.name)
-		want := 2.0
-		if tc.want {
-			want = 1
-		}
-		assert.Equal(t, want, testing.AllocsPerRun(100, tc.set), "allocations of a Set of %s", tc.name)
+		assert.Zero(t, testing.AllocsPerRun(100, tc.drop), "allocations of a Set of %s, token dropped", tc.name)
+		assert.Equal(t, 1.0, testing.AllocsPerRun(100, tc.kept), "allocations of a Set of %s, token kept", tc.name)
+		assert.Zero(t, testing.AllocsPerRun(100, tc.scoped), "allocations of a scoped Set of %s", tc.name)
 	}
 }
 
-// setter returns a func that sets a new var of val's type to val in a
-// context of that var alone: Set allocates its token and binding there and
-// nothing else.
-func setter[T any](val T) func() {
-	v := contextvars.NewVar[T]("v")
-	c := contextvars.New()
+// sinkToken keeps tokens for keeper.
+var sinkToken any
+
+// dropper returns a func that sets a new var of val's type to val in a
+// context of that var alone, dropping the token; keeper one that keeps it;
+// scoper one that resets it on return, as defer v.Set(x).Reset() does.
+func dropper[T any](val T) func() {
+	v, c := contextvars.NewVar[T]("v"), contextvars.New()
+	return func() { _ = c.Run(func() error { v.Set(val); return nil }) }
+}
+
+func keeper[T any](val T) func() {
+	v, c := contextvars.NewVar[T]("v"), contextvars.New()
+	return func() { _ = c.Run(func() error { sinkToken = v.Set(val); return nil }) }
+}
+
+func scoper[T any](val T) func() {
+	v, c := contextvars.NewVar[T]("v"), contextvars.New()
+	_ = c.Run(func() error { v.Set(val); return nil })
 	return func() {
-		_ = c.Run(func() error { v.Set(val); return nil })
+		_ = c.Run(func() error {
+			defer v.Set(val).Reset()
+			return nil
+		})
 	}
 }
 
@@ -140,14 +159,15 @@ func TestToken_resetRace(t *testing.T) {
 
 // TestVar_setAndResetAllocateNoTrieNode checks that, at every context size,
 // a Set of a var the context holds allocates only what a Set in a context of
-// that var alone does (its token, and for a type with pointers its binding),
-// and that a Reset restoring a value allocates nothing: the trie nodes the
-// context made since it was last copied change in place. A Reset that
-// removes a var allocates at most the one trie node that loses it.
+// that var alone does (nothing: the binding changes in place), and one more
+// object, the token, where the caller keeps the token; and that a
+// Reset restoring a value allocates nothing: the trie nodes the context made
+// since it was last copied change in place. A Reset that removes a var
+// allocates at most the one trie node that loses it.
 func TestVar_setAndResetAllocateNoTrieNode(t *testing.T) {
 	for _, n := range []int{1, 10, 100, 1000} {
-		checkSetResetAllocs(t, n, 1, 2, 1.0)
-		checkSetResetAllocs(t, n, "a", "b", 2.0)
+		checkSetResetAllocs(t, n, 1, 2, 0)
+		checkSetResetAllocs(t, n, "a", "b", 0)
 	}
 }
 
@@ -171,6 +191,8 @@ func checkSetResetAllocs[T any](t *testing.T, n int, a, b T, wantSet float64) {
 			}
 		})
 		assert.Equal(t, wantSet, set, "%d vars: allocations of %T Set", n, a)
+		kept := testing.AllocsPerRun(100, func() { sinkToken = v.Set(b) })
+		assert.Equal(t, wantSet+1, kept, "%d vars: allocations of %T Set, token kept", n, a)
 
 		toks := make([]*contextvars.Token[T], 101)
 		for k := range toks {
@@ -209,4 +231,98 @@ func checkSetResetAllocs[T any](t *testing.T, n int, a, b T, wantSet float64) {
 		assert.LessOrEqual(t, fewest, uint64(1), "%d vars: allocations of a %T Reset removing a var", n, a)
 		return nil
 	}))
+}
+
+// TestVar_Set_inPlaceReadersElsewhere: the owner of c sets a string var and
+// an int var again and again, in place, and scopes a Set of each with a
+// Reset, while goroutines that are not c's owner read them through every
+// read that takes a context (Context.Get, Var.In, LookupContext and
+// Var.InContext with a context.Context carrying c, a nested Run elsewhere)
+// and format and read the owner's tokens. Under -race, a value stored in
+// place while another goroutine reads it would be reported; each read must
+// also see a value the owner set, whole, and never an older one.
+func TestVar_Set_inPlaceReadersElsewhere(t *testing.T) {
+	s := contextvars.NewVar[string]("s")
+	n := contextvars.NewVar[int]("n")
+	c := contextvars.New()
+	ctx := contextvars.WithContext(context.Background(), c)
+	const rounds = 3000
+	tokens := make(chan *contextvars.Token[string], 16)
+	var done atomic.Bool
+	var wg sync.WaitGroup
+	var bad atomic.Int64
+	check := func(sv string, sok bool, nv int, nok bool, last *int) {
+		if !sok || !nok {
+			return // before the owner's first Sets
+		}
+		k, err := strconv.Atoi(strings.TrimPrefix(sv, "v"))
+		if err != nil || (k != -1 && k < nv-1) || nv < *last {
+			bad.Add(1)
+		}
+		*last = nv
+	}
+	for r := range 3 {
+		wg.Go(func() {
+			last := 0
+			for i := 0; !done.Load(); i++ {
+				switch (i + r) % 4 {
+				case 0:
+					nv, nok := c.Get(n)
+					sv, sok := c.Get(s)
+					x, _ := nv.(int)
+					y, _ := sv.(string)
+					check(y, sok, x, nok, &last)
+				case 1:
+					nv, nok := n.In(c)
+					sv, sok := s.In(c)
+					check(sv, sok, nv, nok, &last)
+				case 2:
+					nv, nok := n.InContext(ctx)
+					sv, sok := contextvars.LookupContext(ctx, s)
+					y, _ := sv.(string)
+					check(y, sok, nv, nok, &last)
+				case 3:
+					_ = contextvars.New().Run(func() error {
+						nv, nok := n.In(c)
+						sv, sok := s.In(c)
+						check(sv, sok, nv, nok, &last)
+						return nil
+					})
+				}
+				select {
+				case tok := <-tokens:
+					_ = tok.String()
+					if old, ok := tok.OldValue(); ok && !strings.HasPrefix(old, "v") {
+						bad.Add(1)
+					}
+				default:
+				}
+			}
+		})
+	}
+	require.NoError(t, c.Run(func() error {
+		for i := range rounds {
+			// n first, then s: a reader that reads n, then s, sees s
+			// at n-1 or later (or the scoped -1 below).
+			n.Set(i)
+			tok := s.Set("v" + strconv.Itoa(i))
+			select {
+			case tokens <- tok:
+			default:
+			}
+			func() {
+				defer s.Set("v-1").Reset()
+				defer n.Set(i).Reset()
+			}()
+			if i%64 == 0 {
+				runtime.Gosched()
+			}
+		}
+		return nil
+	}))
+	done.Store(true)
+	wg.Wait()
+	assert.Zero(t, bad.Load(), "reads that saw a value the owner did not set, or an older one")
+	got, _ := s.In(c)
+	assert.Equal(t, "v"+strconv.Itoa(rounds-1), got)
 }

@@ -1,6 +1,7 @@
 package contextvars
 
 import (
+	"fmt"
 	"runtime"
 	"testing"
 
@@ -12,37 +13,46 @@ import (
 // code: node.kids (TestHAMT_nodeLayout in hamt_test.go), bindingOf and
 // rootOf.
 
-// checkBindingOf checks that the leaf Set would put into a trie for val,
-// reached only through that leaf, gives val back through bindingOf after a
-// collection, and is the token's own binding where tokenIsBinding says so.
-func checkBindingOf[T any](t *testing.T, val T) {
+// checkBindingOf checks that a leaf made for val, reached only through that
+// leaf, gives val back through bindingOf after a collection, and that a
+// value stored in place (next, made afresh and referred to by nothing else)
+// is kept alive by the leaf and read back whole.
+func checkBindingOf[T any](t *testing.T, val T, next func() T) {
 	t.Helper()
 	v := NewVar[T]("v")
-	tok, l := newToken(v, val, v.info().tokenIsBinding)
+	l := newLeaf(v, val, 7)
 	require.Same(t, &v.c, l.key)
-	assert.Equal(t, v.info().tokenIsBinding, l == &tok.b.leaf, "the token is the binding")
-	tok = nil
+	assert.Equal(t, uint64(7), leafTag(l))
 	restored := newBinding(v, val)
+	assert.Zero(t, leafTag(restored))
 	runtime.GC()
 	runtime.GC()
 	_ = make([]byte, 1<<20) // reuse freed memory, if any was freed
-	assert.Equal(t, val, bindingOf[T](l).val, "a leaf keeps its binding alive")
-	assert.Equal(t, val, bindingOf[T](restored).val)
+	assert.Equal(t, val, leafValue[T](l), "a leaf keeps its binding alive")
+	assert.Equal(t, val, leafValue[T](restored))
 	assert.Nil(t, bindingOf[T](nil))
+	storeLeafValue(l, next())
+	runtime.GC()
+	runtime.GC()
+	_ = make([]byte, 1<<20)
+	assert.Equal(t, next(), leafValue[T](l), "a value stored in place is kept alive, whole")
+	assert.Equal(t, uint64(7), leafTag(l), "the store leaves the tag")
 }
 
-// TestUnsafe_bindingOf checks bindingOf on types whose tokens are their
-// bindings and types whose tokens are not.
+// TestUnsafe_bindingOf checks bindingOf on types of every shape.
 func TestUnsafe_bindingOf(t *testing.T) {
-	checkBindingOf(t, 42)
-	checkBindingOf(t, [maxSharedSize]byte{1, 2, 3})
-	checkBindingOf(t, "a string")
-	checkBindingOf(t, []int{1, 2, 3})
-	checkBindingOf[any](t, &struct{ x int }{7})
-	checkBindingOf(t, struct {
+	checkBindingOf(t, 42, func() int { return -1 })
+	checkBindingOf(t, int8(-3), func() int8 { return 5 })
+	checkBindingOf(t, [64]byte{1, 2, 3}, func() [64]byte { return [64]byte{4} })
+	checkBindingOf(t, "a string", func() string { return fmt.Sprint("an", "other") })
+	checkBindingOf(t, []int{1, 2, 3}, func() []int { return []int{4, 5} })
+	checkBindingOf[any](t, &struct{ x int }{7}, func() any { return &struct{ x int }{8} })
+	type mixed struct {
 		a int
-		p *int
-	}{1, new(int)})
+		p *[4]int
+	}
+	checkBindingOf(t, mixed{1, new([4]int)}, func() mixed { return mixed{2, &[4]int{3}} })
+	checkBindingOf(t, map[string]int{"a": 1}, func() map[string]int { return map[string]int{"b": 2} })
 }
 
 // TestUnsafe_rootOf hands contexts made with rootOf's plain store (Copy)

@@ -92,7 +92,7 @@ func (v *Var[T]) Default() (T, bool) {
 // Get takes no lock and allocates nothing.
 func (v *Var[T]) Get() (T, bool) {
 	if l := v.current(); l != nil {
-		return bindingOf[T](l).val, true
+		return leafValue[T](l), true
 	}
 	return v.def, v.hasDef
 }
@@ -102,7 +102,7 @@ func (v *Var[T]) Get() (T, bool) {
 // a default of its own.
 func (v *Var[T]) GetOr(def T) T {
 	if l := v.current(); l != nil {
-		return bindingOf[T](l).val
+		return leafValue[T](l)
 	}
 	return def
 }
@@ -111,8 +111,8 @@ func (v *Var[T]) GetOr(def T) T {
 // Python's ctx.get(var). The ok result is false if c has no value for v or c
 // is nil. In may be called from any goroutine.
 func (v *Var[T]) In(c *Context) (T, bool) {
-	if b := bindingOf[T](c.leaf(v.core())); b != nil {
-		return b.val, true
+	if l := c.valueLeaf(v.core()); l != nil {
+		return leafValue[T](l), true
 	}
 	var zero T
 	return zero, false
@@ -137,13 +137,25 @@ func (v *Var[T]) current() *node {
 // [ForbidImplicit] is on, and in a callback from a C thread (cgo), whose
 // goroutine the runtime reuses for the callbacks of other threads.
 //
-// Set allocates the token, and the new binding where T holds pointers or is
-// over 64 bytes (else the token is the binding). A Set of a var the context
-// holds already changes the trie in place and allocates nothing more, if the
-// context has not been copied or iterated since it last changed that part
-// of the trie; otherwise, and for a var new to the context, Set copies the
-// trie nodes it changes, one per level of the path.
+// Set allocates nothing where the context already holds a binding of v made
+// since the context was last copied, iterated or read from another goroutine
+// (Set changes it in place), and the token does not outlive the caller: a
+// dropped token, or defer v.Set(x).Reset(), stays on the caller's stack
+// where the compiler inlines Set, as it does at ordinary call sites (in a
+// closure nested in an inlined closure it may not). A token the caller
+// keeps is one allocation. Otherwise Set makes a new
+// binding, and a var new to the context, or a write after a copy, copies
+// the trie nodes on its path, one per level.
 func (v *Var[T]) Set(value T) *Token[T] {
+	t := &Token[T]{}
+	v.set(t, value)
+	return t
+}
+
+// set is Set's work, out of line so that Set inlines: the token stays on
+// the caller's stack where the caller does not keep it (set does not let it
+// escape).
+func (v *Var[T]) set(t *Token[T], value T) {
 	if v == nil {
 		panic(errNilVar)
 	}
@@ -151,10 +163,19 @@ func (v *Var[T]) Set(value T) *Token[T] {
 	if gs == nil {
 		gs = newImplicit(&v.c)
 	}
-	t, l := newToken(v, value, v.info().tokenIsBinding)
+	v.info() // a zero Var takes its hash here, before any leaf of it exists
 	c := gs.current
-	t.bind(c.idFor(gs), c.put(gs, l))
-	return t
+	id := c.idFor(gs)
+	old, replaced, inPlace := setValue(c, gs, v, value, nil)
+	switch {
+	case replaced != nil:
+		t.oldLeaf = replaced
+		id |= tokenHasOld
+	case inPlace:
+		t.old = old
+		id |= tokenHasOld
+	}
+	t.key, t.state = &v.c, id
 }
 
 // Reset restores v, in the calling goroutine's current context, to the value
@@ -166,9 +187,11 @@ func (v *Var[T]) Set(value T) *Token[T] {
 // ([ErrTokenUsed]), was made by another var ([ErrTokenVar]), or was made in a
 // context other than the current one ([ErrTokenContext]).
 //
-// Reset allocates nothing where it restores a value (the token holds the
-// binding to put back) and the trie may change in place, as for Set;
-// removing a value copies the trie node that loses it.
+// Reset allocates nothing where it restores a value, as it changes the value
+// back in place where Set could, or else puts back the binding Set replaced;
+// only where the context was copied after a Set that changed the value in
+// place does it make a new binding. Removing a value copies the trie node
+// that loses it.
 func (v *Var[T]) Reset(t *Token[T]) error {
 	if v == nil {
 		return errNilVar
@@ -177,9 +200,13 @@ func (v *Var[T]) Reset(t *Token[T]) error {
 	if err != nil {
 		return err
 	}
-	if hasOld {
-		gs.current.put(gs, t.oldLeaf())
-	} else {
+	switch {
+	case t.oldLeaf != nil:
+		// The binding Set replaced, or its value put back in place.
+		setValue(gs.current, gs, v, leafValue[T](t.oldLeaf), t.oldLeaf)
+	case hasOld:
+		setValue(gs.current, gs, v, t.old, nil)
+	default:
 		gs.current.remove(gs, &v.c)
 	}
 	return nil
@@ -300,28 +327,15 @@ type varInfo struct {
 	// value returns the value of a leaf of the var, boxed: the untyped
 	// reads of Context use it.
 	value func(l *node) any
-
-	// tokenIsBinding reports that a token of the var is the binding Set
-	// puts into the trie, one allocation (see Var.Set): T holds no
-	// pointers, so the old value in the token keeps no memory alive, and
-	// is at most maxSharedSize bytes, so that keeping it costs the trie
-	// less than a second allocation would.
-	tokenIsBinding bool
 }
 
 // newInfo returns the info of a var of type T.
 func newInfo[T any](v *Var[T]) *varInfo {
-	t := reflect.TypeFor[T]()
 	return &varInfo{
-		key:            v,
-		value:          func(l *node) any { return bindingOf[T](l).val },
-		tokenIsBinding: !hasPointers(t) && t.Size() <= maxSharedSize,
+		key:   v,
+		value: func(l *node) any { return leafValue[T](l) },
 	}
 }
-
-// maxSharedSize is the largest T whose tokens are bindings: a Token[T] of
-// one is at most 16+2*64 = 144 bytes.
-const maxSharedSize = 64
 
 // hasPointers reports whether values of type t hold pointers (and so may
 // keep other memory alive).

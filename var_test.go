@@ -431,18 +431,18 @@ func TestVar_Set_dropsOldValue(t *testing.T) {
 }
 
 // TestVar_Set_loopDoesNotChain sets vars 20,000 times in a context without
-// resetting, with values of pointer-free types, whose tokens hold the old
-// value; v's tokens are the bindings the trie keeps (see Var.Set). The
-// context must keep a few values alive, not a chain of all of them.
+// resetting, with values of pointer-free types too large to change in place,
+// whose tokens hold the binding their Set replaced. The context must keep a
+// few values alive, not a chain of all of them.
 func TestVar_Set_loopDoesNotChain(t *testing.T) {
 	const n = 20_000
-	v := contextvars.NewVar[[contextvars.MaxSharedSize]byte]("v")
+	v := contextvars.NewVar[[64]byte]("v")
 	w := contextvars.NewVar[[1024]byte]("w")
 	c := contextvars.New()
 	before := contextvars.HeapInUse()
 	require.NoError(t, c.Run(func() error {
 		for i := range n {
-			v.Set([contextvars.MaxSharedSize]byte{byte(i)})
+			v.Set([64]byte{byte(i)})
 			if i%3 == 0 {
 				w.Set([1024]byte{byte(i)}) // a context of two vars, too
 			}
