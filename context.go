@@ -154,19 +154,31 @@ func (c *Context) freeze() {
 	}
 }
 
-// setValue sets v to val in c, the current context of its owner (whose
-// state gs is), and publishes the new root: the trie write of Var.Set, and
-// of a Reset that restores a value. Where c holds a leaf of v made under
-// c's edit tag, its value changes in place, nothing is allocated, and
-// setValue returns the value it replaced (inPlace). Else a new leaf made
-// under the tag, or spare, a leaf of v bound to val if not nil, goes into
-// the trie, whose untagged nodes are copied (hamt.go, "Ownership"), and
-// setValue returns the leaf it replaced, nil if none: a leaf that never
-// changes again, since c did not hold its tag.
-func setValue[T any](c *Context, gs *gstate, v *Var[T], val T, spare *node) (old T, replaced *node, inPlace bool) {
-	e := c.claim(gs)
+// setValue sets the var whose core is k, a Var[T]'s, to val in c, the
+// current context of its owner (whose state gs is), and publishes the new
+// root: the trie write of Var.Set, and of a Reset that restores a value.
+// Where c is empty, the new leaf is its root, and takes no tag. Where c
+// holds a leaf of the var made under c's edit tag, its value
+// changes in place, nothing is allocated, and setValue returns the value it
+// replaced (inPlace). Else a new leaf made under the tag, or spare, a leaf
+// of the var bound to val if not nil, goes into the trie, whose untagged
+// nodes are copied (hamt.go, "Ownership"), and setValue returns the leaf it
+// replaced, nil if none: a leaf that never changes again, since c did not
+// hold its tag.
+func setValue[T any](c *Context, gs *gstate, k *varCore, val T, spare *node) (old T, replaced *node, inPlace bool) {
 	root := c.root.Load()
-	l := root.get(&v.c)
+	if root == nil {
+		// The first Set in an empty context (a request's, mostly) takes
+		// no tag: its leaf never changes, and a second Set of the var
+		// makes one that may. One atomic store, not three.
+		if spare == nil {
+			spare = newLeaf(k, val, 0)
+		}
+		gs.setRoot(spare)
+		return old, nil, false
+	}
+	e := c.claim(gs)
+	l := root.get(k)
 	if l != nil && leafTag(l) == e {
 		// The lookup cache, which may hold l, stays right: no node
 		// but l changes, and l stays where it is.
@@ -176,7 +188,7 @@ func setValue[T any](c *Context, gs *gstate, v *Var[T], val T, spare *node) (old
 		return old, nil, true
 	}
 	if spare == nil {
-		spare = newLeaf(v, val, e)
+		spare = newLeaf(k, val, e)
 	}
 	newRoot, replaced := root.setIn(spare, e)
 	gs.setRootIfNew(root, newRoot)

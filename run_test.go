@@ -38,6 +38,10 @@ func TestRun_pprofLabels(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		// Dropped before done: a goroutine still exiting when the next
+		// test sweeps would leave its implicit context to a later sweep,
+		// which TestRun_leavesNothing would count as its own.
+		defer contextvars.DropImplicit()
 		v.Set("before labels")
 		pprof.Do(context.Background(), pprof.Labels("request", id), func(ctx context.Context) {
 			assert.Equal(t, "before labels", v.GetOr(""), "pprof.Do does not change our context")

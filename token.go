@@ -93,24 +93,44 @@ func storeLeafValue[T any](l *node, val T) { bindingOf[T](l).val = val }
 // leafTag returns the edit tag leaf l was made under, 0 if none.
 func leafTag(l *node) uint64 { return l.word }
 
-// newLeaf returns a new leaf binding v to val, made under edit tag e (0:
-// none, so that it never changes).
-func newLeaf[T any](v *Var[T], val T, e uint64) *node {
-	return &(&binding[T]{leaf: node{word: e, key: &v.c}, val: val}).leaf
+// newLeaf returns a new leaf binding k, the core of a Var[T], to val, made
+// under edit tag e (0: none, so that it never changes).
+func newLeaf[T any](k *varCore, val T, e uint64) *node {
+	return &(&binding[T]{leaf: node{word: e, key: k}, val: val}).leaf
 }
 
 // newBinding returns a new leaf binding v to val that never changes (Bind,
 // InheritWith).
-func newBinding[T any](v *Var[T], val T) *node { return newLeaf(v, val, 0) }
+func newBinding[T any](v *Var[T], val T) *node { return newLeaf(&v.c, val, 0) }
 
-// consume checks, in CPython's order, that t may undo its Set of v in the
-// calling goroutine's current context, and marks t used. It returns the
-// goroutine's state and whether the var had a value before the Set
-// (t.oldLeaf or t.old).
-// If t may not, it returns an error and leaves t unchanged.
-func (t *Token[T]) consume(v *Var[T]) (gs *gstate, hasOld bool, err error) {
+// reset is Var.Reset of t by the var whose core is k, and Token.Reset
+// (k = t.key): it undoes t's Set in the calling goroutine's current
+// context, after consume's checks.
+func (t *Token[T]) reset(k *varCore) error {
+	gs, hasOld, err := t.consume(k)
+	if err != nil {
+		return err
+	}
+	switch {
+	case t.oldLeaf != nil:
+		// The binding Set replaced, or its value put back in place.
+		setValue(gs.current, gs, k, leafValue[T](t.oldLeaf), t.oldLeaf)
+	case hasOld:
+		setValue(gs.current, gs, k, t.old, nil)
+	default:
+		gs.current.remove(gs, k)
+	}
+	return nil
+}
+
+// consume checks, in CPython's order, that t may undo its Set of the var
+// whose core is k in the calling goroutine's current context, and marks t
+// used. It returns the goroutine's state and whether the var had a value
+// before the Set (t.oldLeaf or t.old). If t may not, it returns an error
+// and leaves t unchanged.
+func (t *Token[T]) consume(k *varCore) (gs *gstate, hasOld bool, err error) {
 	if t == nil {
-		return nil, false, errNilTokenf("Reset(nil) of var " + strconv.Quote(v.Name()))
+		return nil, false, errNilTokenf("Reset(nil) of var " + strconv.Quote(k.name))
 	}
 	if t.key == nil {
 		return nil, false, errNilTokenf("zero Token was not returned by Var.Set")
@@ -119,9 +139,9 @@ func (t *Token[T]) consume(v *Var[T]) (gs *gstate, hasOld bool, err error) {
 	if ts&tokenUsed != 0 {
 		return nil, false, tokenError(ErrTokenUsed, t.varName(), "has already been used once")
 	}
-	if t.key != &v.c {
-		other := "var " + strconv.Quote(v.Name())
-		if v.Name() == t.varName() {
+	if t.key != k {
+		other := "var " + strconv.Quote(k.name)
+		if k.name == t.varName() {
 			other = "another var of that name"
 		}
 		return nil, false, tokenError(ErrTokenVar, t.varName(),
@@ -178,11 +198,10 @@ func (t *Token[T]) Reset() error {
 	if t == nil {
 		return errNilTokenf("(*Token).Reset on a nil *Token")
 	}
-	v := t.Var()
-	if v == nil {
+	if t.key == nil {
 		return errNilTokenf("zero Token was not returned by Var.Set")
 	}
-	return v.Reset(t)
+	return t.reset(t.key)
 }
 
 // String returns a description of t in the form of Python's repr:

@@ -20,7 +20,7 @@ import (
 func checkBindingOf[T any](t *testing.T, val T, next func() T) {
 	t.Helper()
 	v := NewVar[T]("v")
-	l := newLeaf(v, val, 7)
+	l := newLeaf(&v.c, val, 7)
 	require.Same(t, &v.c, l.key)
 	assert.Equal(t, uint64(7), leafTag(l))
 	restored := newBinding(v, val)

@@ -138,8 +138,10 @@ func (v *Var[T]) current() *node {
 // goroutine the runtime reuses for the callbacks of other threads.
 //
 // Set allocates nothing where the context already holds a binding of v made
-// since the context was last copied, iterated or read from another goroutine
-// (Set changes it in place), and the token does not outlive the caller: a
+// by a Set since the context was last copied, iterated or read from another
+// goroutine, or from inside another Run (Set changes it in place; the first
+// Set in an empty context makes a binding that a second Set replaces once),
+// and the token does not outlive the caller: a
 // dropped token, or defer v.Set(x).Reset(), stays on the caller's stack
 // where the compiler inlines Set, as it does at ordinary call sites (in a
 // closure nested in an inlined closure it may not). A token the caller
@@ -166,7 +168,7 @@ func (v *Var[T]) set(t *Token[T], value T) {
 	v.info() // a zero Var takes its hash here, before any leaf of it exists
 	c := gs.current
 	id := c.idFor(gs)
-	old, replaced, inPlace := setValue(c, gs, v, value, nil)
+	old, replaced, inPlace := setValue(c, gs, &v.c, value, nil)
 	switch {
 	case replaced != nil:
 		t.oldLeaf = replaced
@@ -196,20 +198,7 @@ func (v *Var[T]) Reset(t *Token[T]) error {
 	if v == nil {
 		return errNilVar
 	}
-	gs, hasOld, err := t.consume(v)
-	if err != nil {
-		return err
-	}
-	switch {
-	case t.oldLeaf != nil:
-		// The binding Set replaced, or its value put back in place.
-		setValue(gs.current, gs, v, leafValue[T](t.oldLeaf), t.oldLeaf)
-	case hasOld:
-		setValue(gs.current, gs, v, t.old, nil)
-	default:
-		gs.current.remove(gs, &v.c)
-	}
-	return nil
+	return t.reset(&v.c)
 }
 
 // String returns a description of v in the form of Python's repr:
