@@ -390,10 +390,20 @@ func (c *Context) valueLeaf(k *varCore) *node {
 		return nil
 	}
 	root := c.root.Load()
-	if c.edit.Load() != 0 {
-		if gs := state(); gs == nil || (gs.current != c && gs.implicit != c && gs.hookCtx != c) {
-			c.freeze()
-		}
+	if c.edit.Load() == 0 {
+		return root.get(k)
+	}
+	return c.valueLeafTagged(root, k)
+}
+
+// valueLeafTagged is valueLeaf for a c with an edit tag, out of line: it
+// ends the tag unless c is the calling goroutine's own, and returns k's
+// leaf in root.
+//
+//go:noinline
+func (c *Context) valueLeafTagged(root *node, k *varCore) *node {
+	if gs := state(); gs == nil || (gs.current != c && gs.implicit != c && gs.hookCtx != c) {
+		c.freeze()
 	}
 	return root.get(k)
 }
