@@ -318,7 +318,11 @@ type varInfo struct {
 	value func(l *node) any
 }
 
-// newInfo returns the info of a var of type T.
+// newInfo returns the info of a var of type T. It is kept out of line: where
+// the compiler inlines it (into init), the closure value is compiled there
+// without inlining leafValue, which cost Context.Get 2 ns.
+//
+//go:noinline
 func newInfo[T any](v *Var[T]) *varInfo {
 	return &varInfo{
 		key:   v,
