@@ -139,9 +139,10 @@ func (v *Var[T]) current() *node {
 //
 // Set allocates nothing where the context already holds a binding of v made
 // by a Set since the context was last copied, iterated or read from another
-// goroutine, or from inside another Run (Set changes it in place; the first
-// Set in an empty context makes a binding that a second Set replaces once),
-// and the token does not outlive the caller: a
+// goroutine, or from inside another Run, or gained or lost a var at the top
+// of its trie (any var, in a context of up to 16) (Set changes it in place;
+// the first Set in an empty context makes a binding that a second Set
+// replaces once), and the token does not outlive the caller: a
 // dropped token, or defer v.Set(x).Reset(), stays on the caller's stack
 // where the compiler inlines Set, as it does at ordinary call sites (in a
 // closure nested in an inlined closure it may not). A token the caller
