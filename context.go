@@ -81,10 +81,11 @@ type Context struct {
 //
 // A Set or Reset copies the trie path it changes, except for nodes the
 // context made since its last snapshot, which it changes in place: so a var
-// set again, and a Reset, allocate no trie node, and no leaf (token.go). The nodes a context may
-// change are those tagged with its edit tag (node.edit), a number never used
-// before (a context id: newContextID), taken at the context's first Set
-// after a snapshot. A snapshot ends the tag in O(1) by storing 0 (freeze):
+// set again, and a Reset, allocate no trie node, and no leaf (token.go). The
+// nodes a context may change are those tagged with its edit tag (node.edit,
+// leafTag), a number never used before (a context id: newContextID), taken
+// at the context's first Set after a snapshot. A snapshot ends the tag in
+// O(1) by storing 0 (freeze):
 // the nodes it shares are then changed by no one, and the context's next
 // write takes a new tag and copies what it changes, as a copy's first write
 // does.

@@ -10,7 +10,6 @@ package contextvars
 
 import (
 	"fmt"
-	"reflect"
 	"sync"
 	"sync/atomic"
 )
@@ -142,13 +141,13 @@ func (v *Var[T]) current() *node {
 // goroutine, or from inside another Run, or gained or lost a var at the top
 // of its trie (any var, in a context of up to 16) (Set changes it in place;
 // the first Set in an empty context makes a binding that a second Set
-// replaces once), and the token does not outlive the caller: a
-// dropped token, or defer v.Set(x).Reset(), stays on the caller's stack
-// where the compiler inlines Set, as it does at ordinary call sites (in a
-// closure nested in an inlined closure it may not). A token the caller
-// keeps is one allocation. Otherwise Set makes a new
-// binding, and a var new to the context, or a write after a copy, copies
-// the trie nodes on its path, one per level.
+// replaces once), and the token does not outlive the caller: a dropped
+// token, or defer v.Set(x).Reset(), stays on the caller's stack where the
+// compiler inlines Set, as it does at ordinary call sites (in a closure
+// nested in an inlined closure it may not). A token the caller keeps is one
+// allocation. Otherwise Set makes a new binding, and a var new to the
+// context, or a write after a copy, copies the trie nodes on its path, one
+// per level.
 func (v *Var[T]) Set(value T) *Token[T] {
 	t := &Token[T]{}
 	v.set(t, value)
@@ -329,27 +328,6 @@ func newInfo[T any](v *Var[T]) *varInfo {
 		key:   v,
 		value: func(l *node) any { return leafValue[T](l) },
 	}
-}
-
-// hasPointers reports whether values of type t hold pointers (and so may
-// keep other memory alive).
-func hasPointers(t reflect.Type) bool {
-	switch t.Kind() {
-	case reflect.Array:
-		return t.Len() > 0 && hasPointers(t.Elem())
-	case reflect.Struct:
-		for i := range t.NumField() {
-			if hasPointers(t.Field(i).Type) {
-				return true
-			}
-		}
-		return false
-	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
-		reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128:
-		return false
-	}
-	return true // pointers, strings, slices, maps, chans, funcs, interfaces
 }
 
 // hashSeq counts the vars made so far; nextHash mixes it into a hash.
