@@ -46,13 +46,14 @@ type Context struct {
 	root rootPtr
 
 	// state holds the ownership flag (enteredBit; see "Ownership" below)
-	// and the context's id (the other bits; 0 until the first Set
-	// in the context). A token records the id of its context rather than
-	// a pointer to it: a pointer would let a trie's leaves keep their
-	// contexts, and those contexts' tries, alive, chaining every
-	// generation of copies into memory (TestContext_copyChainsDoNotLeak).
-	// Any goroutine may load and compare-and-swap state; only the owner
-	// sets the id or clears the flag.
+	// and the context's id (the other bits; 0 until the first Set in
+	// the context, or its first Run or Call). A token records the id of
+	// its context rather than a pointer to it: a pointer would let a
+	// trie's leaves keep their contexts, and those contexts' tries,
+	// alive, chaining every generation of copies into memory
+	// (TestContext_copyChainsDoNotLeak). Any goroutine may load and
+	// compare-and-swap state; only the owner, or the goroutine entering
+	// c (tryEnterAs), sets the id, and only the owner clears the flag.
 	state atomic.Uint64
 
 	// edit is the context's edit tag, with editBusy while its owner is
@@ -228,6 +229,24 @@ func (c *Context) tryEnter() bool {
 		}
 		// The id was set between the load and the swap by a goroutine
 		// that entered and left meanwhile: look again.
+	}
+}
+
+// tryEnterAs is tryEnter for the goroutine whose state is gs, which gives c
+// an id from gs's block in the same compare-and-swap if c has none yet.
+func (c *Context) tryEnterAs(gs *gstate) bool {
+	for {
+		s := c.state.Load()
+		if s&enteredBit != 0 {
+			return false
+		}
+		n := s | enteredBit
+		if s == 0 {
+			n |= gs.newContextID() // unused if the swap fails: ids are plenty
+		}
+		if c.state.CompareAndSwap(s, n) {
+			return true
+		}
 	}
 }
 

@@ -198,7 +198,7 @@ func newImplicit(k *varCore) *gstate {
 	// whenever it is outside any Run, so no Run may enter it, here or on
 	// another goroutine that got it from a SwitchHook. (Nothing leaves
 	// it: it is dropped whole.)
-	c.state.Store(enteredBit)
+	c.state.Store(enteredBit | gs.newContextID()) // its id too: Set needs one
 	gs.current, gs.implicit = c, c
 	return gs
 }

@@ -170,3 +170,50 @@ func TestOnSwitch_implicitContextCannotBeEntered(t *testing.T) {
 	assert.ErrorIs(t, err, ErrAlreadyEntered, "another goroutine")
 	assert.Equal(t, 1, impl.Len())
 }
+
+// TestContext_idTakenOnEntry checks that a context entered by Run or Call,
+// or made implicit, has its id before its first Set, which then keeps it
+// (the Set pays no atomic operation for it); that contexts entered for the
+// first time get ids no other context has; and that a context entered by
+// GoIn, which has none, takes one at its first Set.
+func TestContext_idTakenOnEntry(t *testing.T) {
+	v := NewVar[int]("v")
+	seen := map[uint64]bool{}
+	check := func(c *Context) {
+		t.Helper()
+		id := c.id()
+		require.NotZero(t, id, "no id on entry")
+		assert.False(t, seen[id], "id %d given twice", id)
+		seen[id] = true
+		tok := v.Set(1)
+		assert.Equal(t, id, c.id(), "Set changed the id")
+		assert.Equal(t, id, tok.state&ctxIDMask, "token of another id")
+		require.NoError(t, tok.Reset())
+	}
+	for range 3 {
+		c := New()
+		require.NoError(t, c.Run(func() error { check(c); return nil }))
+		c2 := New()
+		_, err := Call(c2, func() (int, error) { check(c2); return 0, nil })
+		require.NoError(t, err)
+		// Entered again: the same id.
+		id := c.id()
+		require.NoError(t, c.Run(func() error { assert.Equal(t, id, c.id()); return nil }))
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer DropImplicit()
+		v.Set(0) // makes the implicit context
+		check(state().implicit)
+	}()
+	<-done
+	c := New()
+	done = make(chan struct{})
+	require.NoError(t, GoIn(c, func() {
+		defer close(done)
+		v.Set(1)
+		assert.NotZero(t, c.id(), "no id after the first Set")
+	}))
+	<-done
+}

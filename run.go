@@ -70,7 +70,10 @@ func (c *Context) runFresh(fn func()) {
 // goroutine's current context and returns the goroutine's state and the
 // context it replaced; see "Ownership" in context.go. (One function, not
 // a check and an enter, so that an outermost Run, whose cost is mostly
-// its four atomic operations, pays as few calls as it can.)
+// its four atomic operations, pays as few calls as it can.) The state comes
+// first, so that a context entered for the first time takes its id in the
+// compare-and-swap that enters it (tryEnterAs), and its first Set does not
+// pay an atomic operation more for it.
 func (c *Context) begin(nilFunc bool) (gs *gstate, prev *Context, err error) {
 	if c == nil {
 		return nil, nil, errNilContext
@@ -78,11 +81,29 @@ func (c *Context) begin(nilFunc bool) (gs *gstate, prev *Context, err error) {
 	if nilFunc {
 		return nil, nil, errNilFunc
 	}
-	if !c.tryEnter() {
+	gs = stateOrClaim()
+	if !c.tryEnterAs(gs) {
+		if gs.current == nil {
+			// Claimed for this Run, which does not happen.
+			reg.free(gs, atomic.LoadUint64(&gs.owner))
+		}
 		return nil, nil, errAlreadyEntered(c)
 	}
-	gs, prev = c.switchTo()
+	prev = gs.current
+	gs.current = c
 	return gs, prev, nil
+}
+
+// stateOrClaim returns the calling goroutine's state, claiming one if it
+// has none (its current context is then nil until the caller sets it): the
+// lookup's fast path inlined, the rest of the lookup and the claim in one
+// call.
+func stateOrClaim() *gstate {
+	id := goroutineID()
+	if gs := reg.atHome(id); gs != nil {
+		return gs
+	}
+	return reg.lookupOrClaim(id)
 }
 
 // switchTo makes c, whose ownership flag the caller holds, the calling
@@ -90,12 +111,7 @@ func (c *Context) begin(nilFunc bool) (gs *gstate, prev *Context, err error) {
 // context it replaced. The caller defers exit, and only then calls the
 // switch hooks.
 func (c *Context) switchTo() (gs *gstate, prev *Context) {
-	// The goroutine's state, claimed if it has none: the lookup's fast
-	// path inlined, the rest of the lookup and the claim in one call.
-	id := goroutineID()
-	if gs = reg.atHome(id); gs == nil {
-		gs = reg.lookupOrClaim(id)
-	}
+	gs = stateOrClaim()
 	prev = gs.current
 	gs.current = c
 	return gs, prev

@@ -82,6 +82,12 @@ func TestRun_leavesNothing(t *testing.T) {
 		n = 20_000
 	}
 	v := contextvars.NewVar[int]("v")
+	// busy is entered by another goroutine throughout: a Run of it fails
+	// with ErrAlreadyEntered, and must give back the state it claimed.
+	busy, entered, release := contextvars.New(), make(chan struct{}), make(chan struct{})
+	go func() { _ = busy.Run(func() error { close(entered); <-release; return nil }) }()
+	<-entered
+	defer close(release)
 	// Entries other tests left behind are swept now: the timer would drop
 	// them meanwhile (cheap sweeps, sweep.go), and this test counts drops.
 	// (A cheap sweep may run, for entries of live goroutines; it must
@@ -95,7 +101,7 @@ func TestRun_leavesNothing(t *testing.T) {
 		wg.Go(func() {
 			defer func() { <-sem }()
 			defer func() { _ = recover() }()
-			switch i % 5 {
+			switch i % 6 {
 			case 0:
 				_ = contextvars.New().Run(func() error { v.Set(i); return nil })
 			case 1:
@@ -110,6 +116,10 @@ func TestRun_leavesNothing(t *testing.T) {
 					v.Set(i)
 					return contextvars.CopyContext().Run(func() error { v.Set(-i); return nil })
 				})
+			case 5:
+				if err := busy.Run(func() error { return nil }); !errors.Is(err, contextvars.ErrAlreadyEntered) {
+					t.Errorf("Run of a context entered elsewhere: %v", err)
+				}
 			}
 			if i%997 == 0 {
 				if all, _ := contextvars.RegistryEntries(); all > 64+liveBefore+8 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -233,13 +234,18 @@ func TestExtract_manyHeaderLines(t *testing.T) {
 	assert.ErrorIs(t, errs()[0], baggagevars.ErrLimit)
 
 	quiet := newPropagator() // no hook whose slice grows as it collects
+	// The fewest of three counts, and within a few: under -race, sync.Pool
+	// drops items at random, and fmt allocates anew (once 4 more for the
+	// many lines than for the few, in .ci/run). Joining the lines as they
+	// come, as Extract did, made an allocation per line.
 	allocs := func(n int) float64 {
 		carrier := propagation.HeaderCarrier{"Baggage": req.Header["Baggage"][:n]}
-		return testing.AllocsPerRun(5, func() { quiet.Extract(context.Background(), carrier) })
+		fewest := math.Inf(1)
+		for range 3 {
+			fewest = min(fewest, testing.AllocsPerRun(5, func() { quiet.Extract(context.Background(), carrier) }))
+		}
+		return fewest
 	}
-	// (Within a few: under -race, sync.Pool drops items at random, and fmt
-	// allocates anew.) Joining the lines as they come, as Extract did, made
-	// an allocation per line.
 	few, many := allocs(3000), allocs(lines)
 	assert.InDelta(t, few, many, 3, "Extract's work does not grow past the size limit")
 	assert.Less(t, many, 100.0, "allocations for %d lines", lines)
