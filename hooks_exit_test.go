@@ -232,3 +232,39 @@ func TestOnSwitch_leaveHookDropsImplicit(t *testing.T) {
 	assert.False(t, r.has, "the implicit context was dropped")
 	assert.True(t, r.toNil, "so the later hook must be told the switch goes to nil")
 }
+
+// TestOnSwitch_removedHooksDoNotPileUp: on a goroutine that holds an
+// implicit context and never drops it (a worker, the main goroutine), each
+// of 100 hooks is registered, called by a Run and removed, with another
+// hook registered meanwhile: a removed hook is called on the switches of
+// the Run it was called in, never after (a break review found them piling
+// up, every one called on every later switch), and a Run allocates
+// nothing.
+func TestOnSwitch_removedHooksDoNotPileUp(t *testing.T) {
+	c, v := New(), NewVar[int]("v")
+	var calls [100]atomic.Int32
+	allocs := make(chan float64)
+	go func() {
+		v.Set(1) // the implicit context, never dropped while the test runs
+		defer DropImplicit()
+		removeK := OnSwitch(func(from, to *Context) {})
+		defer removeK()
+		for i := range calls {
+			remove := OnSwitch(func(from, to *Context) {
+				if from == c || to == c {
+					calls[i].Add(1)
+				}
+			})
+			_ = c.Run(func() error {
+				// A nested switch too, which the hook is told of.
+				return New().Run(func() error { return nil })
+			})
+			remove()
+		}
+		allocs <- testing.AllocsPerRun(100, func() { _ = c.Run(func() error { return nil }) })
+	}()
+	assert.Zero(t, <-allocs, "allocations per Run")
+	for i := range calls {
+		assert.Equal(t, int32(4), calls[i].Load(), "calls of hook %d: implicit>c, c>inner, inner>c, c>implicit", i)
+	}
+}

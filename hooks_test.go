@@ -290,3 +290,79 @@ func BenchmarkRun_switchHook(b *testing.B) {
 		})
 	}
 }
+
+// TestOnSwitch_removedHookCalledUntilNone: a hook registered while a
+// goroutine is inside its outermost Run, called by nested Runs, then
+// removed, is still called on that goroutine's switches until the
+// outermost Run returns (so a hook that set something for a context, as
+// pprofvars' labels, undoes it), and never after. A hook removed while a
+// goroutine holds an implicit context is not called again, on its drop
+// either: a goroutine that never drops it would call it for good.
+func TestOnSwitch_removedHookCalledUntilNone(t *testing.T) {
+	outer, inner := contextvars.New(), contextvars.New()
+	l := &switchLog{names: map[*contextvars.Context]string{outer: "outer", inner: "inner"}}
+	ours := func(from, to *contextvars.Context) {
+		l.mu.Lock()
+		_, f := l.names[from]
+		_, t := l.names[to]
+		l.mu.Unlock()
+		if f || t {
+			l.hook(from, to)
+		}
+	}
+	entered, registered := make(chan struct{}), make(chan struct{})
+	nested, removed := make(chan struct{}), make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = outer.Run(func() error {
+			close(entered)
+			<-registered
+			_ = inner.Run(func() error { return nil })
+			close(nested)
+			<-removed
+			_ = inner.Run(func() error { return nil })
+			return nil
+		})
+		_ = outer.Run(func() error { return nil }) // told of none: not called
+	}()
+	<-entered
+	remove := contextvars.OnSwitch(ours)
+	close(registered)
+	<-nested
+	remove()
+	close(removed)
+	<-done
+	assert.Equal(t, []string{"outer>inner", "inner>outer", "outer>inner", "inner>outer", "outer>nil"}, l.log)
+
+	// The drop of an implicit context, named here through the hook that
+	// sees it.
+	v := contextvars.NewVar[int]("v")
+	l.log = nil
+	var implicit *contextvars.Context
+	remove = contextvars.OnSwitch(func(from, to *contextvars.Context) {
+		if to == outer && implicit == nil {
+			implicit = from
+			l.mu.Lock()
+			l.names[from] = "implicit"
+			l.mu.Unlock()
+		}
+		ours(from, to)
+	})
+	backInImplicit, removedAgain := make(chan struct{}), make(chan struct{})
+	done = make(chan struct{})
+	go func() {
+		defer close(done)
+		v.Set(1) // the implicit context
+		_ = outer.Run(func() error { return nil })
+		close(backInImplicit)
+		<-removedAgain
+		contextvars.DropImplicit()
+		_ = outer.Run(func() error { return nil }) // told of none: not called
+	}()
+	<-backInImplicit
+	remove()
+	close(removedAgain)
+	<-done
+	assert.Equal(t, []string{"implicit>outer", "outer>implicit"}, l.log)
+}

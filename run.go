@@ -36,6 +36,9 @@ func (c *Context) Run(fn func() error) error {
 		return err
 	}
 	hs := switchHooks.Load()
+	if gs.told != nil {
+		hs = unionHooks(gs.told, hs) // see gstate.told
+	}
 	defer c.exit(gs, prev, hs)
 	if hs != nil {
 		gs.callHooks(hs, prev, c)
@@ -53,6 +56,9 @@ func Call[T any](c *Context, fn func() (T, error)) (T, error) {
 		return zero, err
 	}
 	hs := switchHooks.Load()
+	if gs.told != nil {
+		hs = unionHooks(gs.told, hs) // see gstate.told
+	}
 	defer c.exit(gs, prev, hs)
 	if hs != nil {
 		gs.callHooks(hs, prev, c)
@@ -118,13 +124,14 @@ func (c *Context) switchTo() (gs *gstate, prev *Context) {
 }
 
 // exit undoes begin's switch, after calling the switch hooks for leaving:
-// those called on entering (entered, nil if none) and those registered
-// since. It runs deferred, so on return, panic and Goexit alike.
-// (exitHooked passes hooksCalled: no hook is called again.)
+// those called on entering (entered, nil if none), those called on the
+// goroutine since (gstate.told), and those registered since. It runs
+// deferred, so on return, panic and Goexit alike. (exitHooked passes
+// hooksCalled: no hook is called again.)
 func (c *Context) exit(gs *gstate, prev *Context, entered *hookList) {
 	if entered != hooksCalled {
-		if now := switchHooks.Load(); now != nil || entered != nil {
-			c.exitHooked(gs, prev, leaveHooks(entered, now))
+		if now := switchHooks.Load(); now != nil || entered != nil || gs.told != nil {
+			c.exitHooked(gs, prev, unionHooks(unionHooks(gs.told, entered), now))
 			return
 		}
 	} else {
@@ -142,6 +149,11 @@ func (c *Context) exit(gs *gstate, prev *Context, entered *hookList) {
 		// The cache may hold c's tries, which c's holder may drop.
 		gs.clearCache()
 	}
+	if prev == gs.implicit {
+		// The outermost Run: the hooks it called are done with (see
+		// gstate.told).
+		gs.told = nil
+	}
 	if gs.dropPending && prev == gs.implicit {
 		// DropImplicit was called inside this, the outermost Run.
 		reg.free(gs, atomic.LoadUint64(&gs.owner))
@@ -151,10 +163,14 @@ func (c *Context) exit(gs *gstate, prev *Context, entered *hookList) {
 // exitHooked is exit with hooks: it calls each of them, then does exit's
 // work, also if a hook panics or calls runtime.Goexit, so that no hook can
 // leave c entered, the goroutine's state behind, or a later hook uncalled.
-func (c *Context) exitHooked(gs *gstate, prev *Context, hooks []*SwitchHook) {
+func (c *Context) exitHooked(gs *gstate, prev *Context, hooks *hookList) {
 	defer c.exit(gs, prev, hooksCalled) // clears hookCtx
 	gs.hookCtx = prev
-	c.callLeave(hooks, gs, prev)
+	// All of them, as the goroutine goes back to prev, unless this is
+	// its outermost Run: then exit clears told, or frees the state,
+	// which clears it (see gstate.told).
+	gs.told = hooks
+	c.callLeave(hooks.list(), gs, prev)
 }
 
 // hooksCalled is exit's sign that the hooks have been called.

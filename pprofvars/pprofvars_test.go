@@ -229,3 +229,46 @@ func TestLabels_removedInsideRun(t *testing.T) {
 	close(release)
 	<-done
 }
+
+// parkedAfterRegisteredAndRemoved parks a goroutine that has left its
+// outermost Run.
+func parkedAfterRegisteredAndRemoved(ready chan<- struct{}, release <-chan struct{}) {
+	ready <- struct{}{}
+	<-release
+}
+
+// TestLabels_registeredAndRemovedInsideRun: the hook is registered while a
+// goroutine is inside its outermost Run, which so called no hook on
+// entering; a nested Run labels the goroutine, and leaving it, labels it
+// with the outer Run's tenant; then the hook is removed. Leaving the
+// outermost Run must still clear the labels: the hook was told the
+// goroutine is in the outer Run's context, and is called until told it
+// left (session 11's fourth review found this case, left documented).
+func TestLabels_registeredAndRemovedInsideRun(t *testing.T) {
+	entered, registered := make(chan struct{}), make(chan struct{})
+	labelled, removed := make(chan string), make(chan struct{})
+	ready, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = contextvars.New().Run(func() error {
+			tenant.Set("acme")
+			close(entered)
+			<-registered
+			_ = contextvars.RunWith(func() error { return nil }, contextvars.Bind(route, "/orders"))
+			labelled <- "" // the hook has labelled the goroutine with tenant=acme
+			<-removed
+			return nil
+		})
+		parkedAfterRegisteredAndRemoved(ready, release) // a keep-alive goroutine, idle
+	}()
+	<-entered
+	remove := contextvars.OnSwitch(pprofvars.Labels(tenant, route))
+	close(registered)
+	<-labelled
+	remove()
+	close(removed)
+	<-ready
+	assert.Equal(t, "", labelsOfBlocked(t, "parkedAfterRegisteredAndRemoved"), "leaving the outermost Run clears the labels")
+	close(release)
+	<-done
+}
