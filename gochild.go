@@ -38,9 +38,6 @@ func GoIn(c *Context, fn func()) error {
 func (c *Context) runEntered(fn func()) {
 	gs, prev := c.switchTo()
 	hs := switchHooks.Load()
-	if gs.told != nil {
-		hs = unionHooks(gs.told, hs) // see gstate.told
-	}
 	defer c.exit(gs, prev, hs)
 	if hs != nil {
 		gs.callHooks(hs, prev, c)

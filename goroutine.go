@@ -70,12 +70,14 @@ type gstate struct {
 	hookCtx *Context
 
 	// told is, inside a Run, the hooks called on the goroutine since its
-	// outermost Run began, removed since or not (unionHooks): every
-	// switch calls them, besides those registered, so that a hook removed
-	// meanwhile still undoes what it did for the goroutine's contexts.
-	// The outermost Run's exit tells them the goroutine left, and clears
-	// told (as every free does), so that no removed hook is called after
-	// that: nil outside any Run.
+	// outermost Run began, removed since or not (unionHooks): leaving a
+	// Run calls them, besides those it called on entering and those
+	// registered, so that a hook removed meanwhile still undoes what it
+	// did for the goroutine's contexts. The outermost Run's exit tells
+	// them the goroutine left, and clears told (as every free does), so
+	// that no removed hook is called after that: nil outside any Run.
+	// (Entering a Run loads no more than the registered hooks: a Run
+	// with none pays for told only on leaving.)
 	told *hookList
 
 	// The fields above cache are all a goroutine's first Run and Set
@@ -94,7 +96,7 @@ type gstate struct {
 // clears it (Context.exit).
 func (gs *gstate) callHooks(hs *hookList, prev, c *Context) {
 	gs.hookCtx = prev
-	gs.told = hs // all of them, as the goroutine is in c (see gstate.told)
+	gs.told = unionHooks(gs.told, hs) // see gstate.told
 	hs.call(prev, c)
 	gs.hookCtx = nil
 }

@@ -26,11 +26,11 @@ import (
 // A Run calls on leaving the hooks it called on entering, also those
 // removed meanwhile, so that a hook can undo what it did for the entry,
 // and those registered meanwhile; and a hook removed while a goroutine is
-// inside Runs is still called on that goroutine's switches, if it was
-// called on one of them since the goroutine's outermost Run began, until
-// that Run returns. No removed hook is called after that: one removed
-// while a goroutine holds an implicit context is not called when the
-// goroutine drops it.
+// inside Runs is still called when the goroutine leaves each of them, if
+// it was called on one of its switches since its outermost Run began, up
+// to the return of that Run. No removed hook is called after that: one
+// removed while a goroutine holds an implicit context is not called when
+// the goroutine drops it.
 //
 // A Set outside any Run, which makes the goroutine's implicit context, is
 // not a switch. But from (entering a goroutine's first Run) and to (leaving
@@ -76,10 +76,10 @@ func (l *hookList) callEach(i int, from, to *Context) {
 // where b adds none, so that a goroutine whose hooks did not change since
 // its last switch allocates nothing. Either list may be nil.
 //
-// It makes the lists of hooks a goroutine calls inside Runs, which are the
-// hooks registered now and those it called since its outermost Run began
-// (gstate.told), removed since or not: so a hook that set something for a
-// context (pprofvars' labels) is called until it can undo it.
+// It makes the lists of hooks a goroutine calls leaving a Run, which are
+// the hooks registered now and those it called since its outermost Run
+// began (gstate.told), removed since or not: so a hook that set something
+// for a context (pprofvars' labels) is called until it can undo it.
 func unionHooks(a, b *hookList) *hookList {
 	switch {
 	case b == nil || a == b:

@@ -293,9 +293,10 @@ func BenchmarkRun_switchHook(b *testing.B) {
 
 // TestOnSwitch_removedHookCalledUntilNone: a hook registered while a
 // goroutine is inside its outermost Run, called by nested Runs, then
-// removed, is still called on that goroutine's switches until the
-// outermost Run returns (so a hook that set something for a context, as
-// pprofvars' labels, undoes it), and never after. A hook removed while a
+// removed, is still called as the goroutine leaves its Runs, up to the
+// outermost (so a hook that set something for a context, as pprofvars'
+// labels, undoes it), and never after; entering, only registered hooks are
+// called. A hook removed while a
 // goroutine holds an implicit context is not called again, on its drop
 // either: a goroutine that never drops it would call it for good.
 func TestOnSwitch_removedHookCalledUntilNone(t *testing.T) {
@@ -333,7 +334,8 @@ func TestOnSwitch_removedHookCalledUntilNone(t *testing.T) {
 	remove()
 	close(removed)
 	<-done
-	assert.Equal(t, []string{"outer>inner", "inner>outer", "outer>inner", "inner>outer", "outer>nil"}, l.log)
+	assert.Equal(t, []string{"outer>inner", "inner>outer", "inner>outer", "outer>nil"}, l.log,
+		"after the removal, called on leaving only")
 
 	// The drop of an implicit context, named here through the hook that
 	// sees it.
@@ -365,4 +367,49 @@ func TestOnSwitch_removedHookCalledUntilNone(t *testing.T) {
 	close(removedAgain)
 	<-done
 	assert.Equal(t, []string{"implicit>outer", "outer>implicit"}, l.log)
+}
+
+// TestOnSwitch_removedHookToldAfterAnotherRegistered: a hook registered
+// while a goroutine's switches call a removed one does not end the removed
+// hook's calls: a nested Run entered after the registration still leaves
+// through both, and so does the outermost Run.
+func TestOnSwitch_removedHookToldAfterAnotherRegistered(t *testing.T) {
+	outer, inner, other := contextvars.New(), contextvars.New(), contextvars.New()
+	l := &switchLog{names: map[*contextvars.Context]string{outer: "outer", inner: "inner", other: "other"}}
+	hook := func(l *switchLog) contextvars.SwitchHook {
+		return func(from, to *contextvars.Context) {
+			l.mu.Lock()
+			_, f := l.names[from]
+			_, t := l.names[to]
+			l.mu.Unlock()
+			if f || t {
+				l.hook(from, to)
+			}
+		}
+	}
+	k := &switchLog{names: l.names}
+	entered, registered, nested, swapped := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = outer.Run(func() error {
+			close(entered)
+			<-registered
+			_ = inner.Run(func() error { return nil })
+			close(nested)
+			<-swapped
+			return other.Run(func() error { return nil })
+		})
+	}()
+	<-entered
+	removeH := contextvars.OnSwitch(hook(l))
+	close(registered)
+	<-nested
+	removeH()
+	removeK := contextvars.OnSwitch(hook(k))
+	defer removeK()
+	close(swapped)
+	<-done
+	assert.Equal(t, []string{"outer>inner", "inner>outer", "other>outer", "outer>nil"}, l.log, "the removed hook")
+	assert.Equal(t, []string{"outer>other", "other>outer", "outer>nil"}, k.log, "the registered one")
 }

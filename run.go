@@ -36,9 +36,6 @@ func (c *Context) Run(fn func() error) error {
 		return err
 	}
 	hs := switchHooks.Load()
-	if gs.told != nil {
-		hs = unionHooks(gs.told, hs) // see gstate.told
-	}
 	defer c.exit(gs, prev, hs)
 	if hs != nil {
 		gs.callHooks(hs, prev, c)
@@ -56,9 +53,6 @@ func Call[T any](c *Context, fn func() (T, error)) (T, error) {
 		return zero, err
 	}
 	hs := switchHooks.Load()
-	if gs.told != nil {
-		hs = unionHooks(gs.told, hs) // see gstate.told
-	}
 	defer c.exit(gs, prev, hs)
 	if hs != nil {
 		gs.callHooks(hs, prev, c)
@@ -136,6 +130,11 @@ func (c *Context) exit(gs *gstate, prev *Context, entered *hookList) {
 		}
 	} else {
 		gs.hookCtx = nil
+		if prev == gs.implicit {
+			// The outermost Run: the hooks it called are done with
+			// (see gstate.told).
+			gs.told = nil
+		}
 	}
 	c.leave()
 	if prev == nil {
@@ -148,11 +147,6 @@ func (c *Context) exit(gs *gstate, prev *Context, entered *hookList) {
 	if gs.cached {
 		// The cache may hold c's tries, which c's holder may drop.
 		gs.clearCache()
-	}
-	if prev == gs.implicit {
-		// The outermost Run: the hooks it called are done with (see
-		// gstate.told).
-		gs.told = nil
 	}
 	if gs.dropPending && prev == gs.implicit {
 		// DropImplicit was called inside this, the outermost Run.
@@ -167,8 +161,7 @@ func (c *Context) exitHooked(gs *gstate, prev *Context, hooks *hookList) {
 	defer c.exit(gs, prev, hooksCalled) // clears hookCtx
 	gs.hookCtx = prev
 	// All of them, as the goroutine goes back to prev, unless this is
-	// its outermost Run: then exit clears told, or frees the state,
-	// which clears it (see gstate.told).
+	// its outermost Run: then exit clears told (see gstate.told).
 	gs.told = hooks
 	c.callLeave(hooks.list(), gs, prev)
 }

@@ -47,9 +47,9 @@ import (
 // its labels, as pprof labels always are.
 //
 // Register the hook at start-up and keep it. Removed while goroutines are
-// inside Runs it labelled, it is still called on their switches until each
-// leaves its outermost Run (see [contextvars.SwitchHook]), which clears
-// their labels. But a goroutine that holds an implicit context keeps the
+// inside Runs it labelled, it is still called as they leave them, up to
+// their outermost Runs (see [contextvars.SwitchHook]), which clears their
+// labels. But a goroutine that holds an implicit context keeps the
 // labels of it after the removal, also when it drops it, and so does a
 // goroutine started with go inside a labelled Run (it inherits the
 // labels, and the hook was never called on it), after its own Runs.
