@@ -69,17 +69,6 @@ type gstate struct {
 	// it never names a context another goroutine may write.
 	hookCtx *Context
 
-	// told is, inside a Run, the hooks called on the goroutine since its
-	// outermost Run began, removed since or not (unionHooks): leaving a
-	// Run calls them, besides those it called on entering and those
-	// registered, so that a hook removed meanwhile still undoes what it
-	// did for the goroutine's contexts. The outermost Run's exit tells
-	// them the goroutine left, and clears told (as every free does), so
-	// that no removed hook is called after that: nil outside any Run.
-	// (Entering a Run loads no more than the registered hooks: a Run
-	// with none pays for told only on leaving.)
-	told *hookList
-
 	// The fields above cache are all a goroutine's first Run and Set
 	// touch: they fit in the state's first 64 bytes, one cache line (a
 	// 192-byte object is 64-byte aligned), which a new goroutine usually
@@ -87,7 +76,7 @@ type gstate struct {
 	// state up to a size class of its own (192 bytes), so that states of
 	// goroutines on different cores, which are allocated side by side,
 	// share few cache lines.
-	_ [16]byte
+	_ [24]byte
 }
 
 // callHooks calls the switch hooks hs for the goroutine's switch from prev
@@ -96,7 +85,6 @@ type gstate struct {
 // clears it (Context.exit).
 func (gs *gstate) callHooks(hs *hookList, prev, c *Context) {
 	gs.hookCtx = prev
-	gs.told = unionHooks(gs.told, hs) // see gstate.told
 	hs.call(prev, c)
 	gs.hookCtx = nil
 }

@@ -25,12 +25,7 @@ import (
 //
 // A Run calls on leaving the hooks it called on entering, also those
 // removed meanwhile, so that a hook can undo what it did for the entry,
-// and those registered meanwhile; and a hook removed while a goroutine is
-// inside Runs is still called when the goroutine leaves each of them, if
-// it was called on one of its switches since its outermost Run began, up
-// to the return of that Run. No removed hook is called after that: one
-// removed while a goroutine holds an implicit context is not called when
-// the goroutine drops it.
+// and those registered meanwhile.
 //
 // A Set outside any Run, which makes the goroutine's implicit context, is
 // not a switch. But from (entering a goroutine's first Run) and to (leaving
@@ -43,7 +38,7 @@ import (
 type SwitchHook func(from, to *Context)
 
 // switchHooks is the registered hooks, nil if none: Run loads it once on
-// entering and once on leaving (see unionHooks).
+// entering and once on leaving (see leaveHooks).
 var switchHooks atomic.Pointer[hookList]
 
 // hooksMu serializes OnSwitch and its remove funcs.
@@ -72,37 +67,25 @@ func (l *hookList) callEach(i int, from, to *Context) {
 	(*l.hooks[i])(from, to)
 }
 
-// unionHooks returns the hooks of a, then those of b not in a: a itself
-// where b adds none, so that a goroutine whose hooks did not change since
-// its last switch allocates nothing. Either list may be nil.
-//
-// It makes the lists of hooks a goroutine calls leaving a Run, which are
-// the hooks registered now and those it called since its outermost Run
-// began (gstate.told), removed since or not: so a hook that set something
-// for a context (pprofvars' labels) is called until it can undo it.
-func unionHooks(a, b *hookList) *hookList {
+// leaveHooks returns the hooks a Run calls on leaving: those it called on
+// entering (entered), removed since or not, so that a hook that set
+// something for the entry (pprofvars' labels) also undoes it, and those
+// registered since (now), in the order they were registered. Either list
+// may be nil.
+func leaveHooks(entered, now *hookList) []*SwitchHook {
 	switch {
-	case b == nil || a == b:
-		return a
-	case a == nil:
-		return b
+	case entered == now || entered == nil:
+		return now.list()
+	case now == nil:
+		return entered.list()
 	}
-	n := 0
-	for _, h := range b.hooks {
-		if !slices.Contains(a.hooks, h) {
-			n++
-		}
-	}
-	if n == 0 {
-		return a
-	}
-	hooks := slices.Grow(slices.Clone(a.hooks), n)
-	for _, h := range b.hooks {
-		if !slices.Contains(a.hooks, h) {
+	hooks := slices.Clone(entered.hooks)
+	for _, h := range now.hooks {
+		if !slices.Contains(entered.hooks, h) {
 			hooks = append(hooks, h)
 		}
 	}
-	return &hookList{hooks: hooks}
+	return hooks
 }
 
 // list returns l's hooks; nil for a nil l.

@@ -380,7 +380,7 @@ func (b *bucket) unlinkLocked(gs *gstate) bool {
 // it clears the fields, then frees the state in place if it is the head of
 // a home bucket's chain (kept for reuse), or unlinks it.
 func (r *registry) free(gs *gstate, owner uint64) {
-	gs.current, gs.implicit, gs.dropPending, gs.hookCtx, gs.told = nil, nil, false, nil, nil
+	gs.current, gs.implicit, gs.dropPending, gs.hookCtx = nil, nil, false, nil
 	if gs.cached {
 		gs.clearCache()
 	}

@@ -118,23 +118,17 @@ func (c *Context) switchTo() (gs *gstate, prev *Context) {
 }
 
 // exit undoes begin's switch, after calling the switch hooks for leaving:
-// those called on entering (entered, nil if none), those called on the
-// goroutine since (gstate.told), and those registered since. It runs
-// deferred, so on return, panic and Goexit alike. (exitHooked passes
-// hooksCalled: no hook is called again.)
+// those called on entering (entered, nil if none) and those registered
+// since. It runs deferred, so on return, panic and Goexit alike.
+// (exitHooked passes hooksCalled: no hook is called again.)
 func (c *Context) exit(gs *gstate, prev *Context, entered *hookList) {
 	if entered != hooksCalled {
-		if now := switchHooks.Load(); now != nil || entered != nil || gs.told != nil {
-			c.exitHooked(gs, prev, unionHooks(unionHooks(gs.told, entered), now))
+		if now := switchHooks.Load(); now != nil || entered != nil {
+			c.exitHooked(gs, prev, leaveHooks(entered, now))
 			return
 		}
 	} else {
 		gs.hookCtx = nil
-		if prev == gs.implicit {
-			// The outermost Run: the hooks it called are done with
-			// (see gstate.told).
-			gs.told = nil
-		}
 	}
 	c.leave()
 	if prev == nil {
@@ -157,13 +151,10 @@ func (c *Context) exit(gs *gstate, prev *Context, entered *hookList) {
 // exitHooked is exit with hooks: it calls each of them, then does exit's
 // work, also if a hook panics or calls runtime.Goexit, so that no hook can
 // leave c entered, the goroutine's state behind, or a later hook uncalled.
-func (c *Context) exitHooked(gs *gstate, prev *Context, hooks *hookList) {
+func (c *Context) exitHooked(gs *gstate, prev *Context, hooks []*SwitchHook) {
 	defer c.exit(gs, prev, hooksCalled) // clears hookCtx
 	gs.hookCtx = prev
-	// All of them, as the goroutine goes back to prev, unless this is
-	// its outermost Run: then exit clears told (see gstate.told).
-	gs.told = hooks
-	c.callLeave(hooks.list(), gs, prev)
+	c.callLeave(hooks, gs, prev)
 }
 
 // hooksCalled is exit's sign that the hooks have been called.

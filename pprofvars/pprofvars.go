@@ -46,13 +46,12 @@ import (
 // changes them at the next switch. Goroutines started inside a Run inherit
 // its labels, as pprof labels always are.
 //
-// Register the hook at start-up and keep it. Removed while goroutines are
-// inside Runs it labelled, it is still called as they leave them, up to
-// their outermost Runs (see [contextvars.SwitchHook]), which clears their
-// labels. But a goroutine that holds an implicit context keeps the
-// labels of it after the removal, also when it drops it, and so does a
-// goroutine started with go inside a labelled Run (it inherits the
-// labels, and the hook was never called on it), after its own Runs.
+// Register the hook at start-up and keep it. Removed while a goroutine is
+// inside a Run, it is still called when that Run returns, if it was called
+// when the Run began; but a goroutine whose outermost Run began before the
+// hook was registered, and ends after it was removed, keeps the labels the
+// hook last set on it (at a nested switch) until its next switch, and so
+// does one that drops its implicit context after the removal.
 //
 // Labels panics, with an error whose message starts "contextvars: ", if it
 // is given no var or a nil one.
