@@ -34,7 +34,9 @@ import (
 // that goroutine is outside any Run. A hook that keeps it should keep a
 // Copy. Dropping it ([DropImplicit]) is a switch from it to nil; where
 // DropImplicit ran inside a Run, leaving the outermost Run is a switch to
-// nil, not to the dropped context.
+// nil, not to the dropped context. (Where a hook calls DropImplicit as the
+// outermost Run is left, the hooks after it are told nil, but those before
+// it were told the implicit context, and are not called again.)
 type SwitchHook func(from, to *Context)
 
 // switchHooks is the registered hooks, nil if none: Run loads it once on
