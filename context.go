@@ -218,22 +218,11 @@ func (c *Context) remove(gs *gstate, k *varCore) {
 const enteredBit = 1 << 63
 
 // tryEnter sets c's ownership flag and reports whether it was clear.
-func (c *Context) tryEnter() bool {
-	for {
-		s := c.state.Load()
-		if s&enteredBit != 0 {
-			return false
-		}
-		if c.state.CompareAndSwap(s, s|enteredBit) {
-			return true
-		}
-		// The id was set between the load and the swap by a goroutine
-		// that entered and left meanwhile: look again.
-	}
-}
+func (c *Context) tryEnter() bool { return c.tryEnterAs(nil) }
 
-// tryEnterAs is tryEnter for the goroutine whose state is gs, which gives c
-// an id from gs's block in the same compare-and-swap if c has none yet.
+// tryEnterAs is tryEnter for the goroutine whose state is gs, which, if gs
+// is not nil, gives c an id from gs's block in the same compare-and-swap
+// where c has none yet.
 func (c *Context) tryEnterAs(gs *gstate) bool {
 	for {
 		s := c.state.Load()
@@ -241,12 +230,14 @@ func (c *Context) tryEnterAs(gs *gstate) bool {
 			return false
 		}
 		n := s | enteredBit
-		if s == 0 {
+		if s == 0 && gs != nil {
 			n |= gs.newContextID() // unused if the swap fails: ids are plenty
 		}
 		if c.state.CompareAndSwap(s, n) {
 			return true
 		}
+		// The id was set between the load and the swap by a goroutine
+		// that entered and left meanwhile: look again.
 	}
 }
 
