@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"iter"
 	"runtime"
-	"sync/atomic"
 )
 
 // A Context is a mapping from vars to values: Python's contextvars.Context.
@@ -54,14 +53,15 @@ type Context struct {
 	// (TestContext_copyChainsDoNotLeak). Any goroutine may load and
 	// compare-and-swap state; only the owner, or the goroutine entering
 	// c (tryEnterAs), sets the id, and only the owner clears the flag.
-	state atomic.Uint64
+	// While the flag is set, only the owner writes state.
+	state word
 
 	// edit is the context's edit tag, with editBusy while its owner is
 	// changing nodes in place; 0 when no node may change (see "Edit tags"
 	// below). Any goroutine may load it and swap a tag without editBusy
 	// for 0 (freeze); only the owner sets a tag or editBusy (claim,
 	// release).
-	edit atomic.Uint64
+	edit word
 }
 
 // # Ownership
@@ -133,7 +133,10 @@ func (c *Context) release(e uint64, old, root *node) {
 	if root != old && old.tag() == e {
 		e = 0
 	}
-	c.edit.Store(e)
+	// A release store (word.go) is enough: only the owner writes edit
+	// while editBusy is set, and the in-place writes before it are what
+	// it orders; a freeze waits until it sees it.
+	c.edit.StoreRelease(e)
 }
 
 // freeze ends c's edit tag, if it has one, so that no node of c's trie
@@ -242,8 +245,19 @@ func (c *Context) tryEnterAs(gs *gstate) bool {
 }
 
 // leave clears c's ownership flag. Only the goroutine that entered c calls
-// it.
+// it. It is a sequentially consistent atomic operation, not a release
+// store (word.go): Run returns to its caller right after it, and a caller
+// may pair that return with atomics of its own (a waiter count beside a Run
+// that tries c), whose loads must not pass it.
 func (c *Context) leave() { c.state.And(^uint64(enteredBit)) }
+
+// leaveBeforeFree is leave for a goroutine's outermost Run, which frees
+// the goroutine's state (registry.free) at once: free's first atomic
+// operation is a locked instruction, which waits for this store, so a
+// release store (word.go) is enough, and saves an outermost Run a locked
+// instruction. No other goroutine writes c.state while the flag is set
+// (tryEnterAs's compare-and-swap fails), so the store loses nothing.
+func (c *Context) leaveBeforeFree() { c.state.StoreRelease(c.state.Load() &^ enteredBit) }
 
 // id returns c's id, 0 if none was needed yet.
 func (c *Context) id() uint64 { return c.state.Load() &^ enteredBit }
@@ -255,7 +269,7 @@ func (c *Context) idFor(gs *gstate) uint64 {
 		return id
 	}
 	id := gs.newContextID()
-	c.state.Or(id)
+	c.state.Or(id) // rare: Run gives c an id on entry, newImplicit on making it
 	return id
 }
 

@@ -187,7 +187,7 @@ func TestContext_idTakenOnEntry(t *testing.T) {
 		seen[id] = true
 		tok := v.Set(1)
 		assert.Equal(t, id, c.id(), "Set changed the id")
-		assert.Equal(t, id, tok.state&ctxIDMask, "token of another id")
+		assert.Equal(t, id, tok.state.Load()&ctxIDMask, "token of another id")
 		require.NoError(t, tok.Reset())
 	}
 	for range 3 {

@@ -378,7 +378,10 @@ func (b *bucket) unlinkLocked(gs *gstate) bool {
 
 // free gives up gs, the calling goroutine's state, whose owner word is owner:
 // it clears the fields, then frees the state in place if it is the head of
-// a home bucket's chain (kept for reuse), or unlinks it.
+// a home bucket's chain (kept for reuse), or unlinks it. Every way through
+// makes a locked instruction before it returns (the store of the owner
+// word, or the bucket's mutex): exit's leaveBeforeFree, a release store
+// just before it, relies on that (word.go).
 func (r *registry) free(gs *gstate, owner uint64) {
 	gs.current, gs.implicit, gs.dropPending, gs.hookCtx = nil, nil, false, nil
 	if gs.cached {

@@ -70,7 +70,7 @@ func (c *Context) runFresh(fn func()) {
 // goroutine's current context and returns the goroutine's state and the
 // context it replaced; see "Ownership" in context.go. (One function, not
 // a check and an enter, so that an outermost Run, whose cost is mostly
-// its four atomic operations, pays as few calls as it can.) The state comes
+// its three locked instructions, pays as few calls as it can.) The state comes
 // first, so that a context entered for the first time takes its id in the
 // compare-and-swap that enters it (tryEnterAs), and its first Set does not
 // pay an atomic operation more for it.
@@ -130,13 +130,14 @@ func (c *Context) exit(gs *gstate, prev *Context, entered *hookList) {
 	} else {
 		gs.hookCtx = nil
 	}
-	c.leave()
 	if prev == nil {
 		// The goroutine's outermost Run, and it has no implicit
 		// context: nothing of its state is worth keeping.
+		c.leaveBeforeFree()
 		reg.free(gs, atomic.LoadUint64(&gs.owner))
 		return
 	}
+	c.leave()
 	gs.current = prev
 	if gs.cached {
 		// The cache may hold c's tries, which c's holder may drop.

@@ -309,3 +309,70 @@ func TestStress_readersDuringInPlaceWrites(t *testing.T) {
 		})
 	}
 }
+
+// TestStress_handoffKeepsEveryWrite passes one context among goroutines that
+// race to Run it: each owner reads a counter var, sets it one higher and
+// resets a token the last owner left, so that a write or a token's mark
+// lost between owners (leave's store, consume's, release's: word.go) shows
+// as a count short or a token reset twice. Without -race it runs the
+// plain-store path (word_amd64.s), which the race detector does not see.
+func TestStress_handoffKeepsEveryWrite(t *testing.T) {
+	const racers = 4
+	rounds := 2000
+	if contextvars.Long() {
+		rounds = 20000
+	}
+	c := contextvars.New()
+	count, last := contextvars.NewVar[int]("count"), contextvars.NewVar[int]("last")
+	var (
+		runs, resets atomic.Int64
+		mu           sync.Mutex
+		tok          *contextvars.Token[int] // the last owner's Set of last
+	)
+	var wg sync.WaitGroup
+	for r := range racers {
+		wg.Go(func() {
+			for i := 0; i < rounds; {
+				err := c.Run(func() error {
+					n, _ := count.Get()
+					count.Set(n + 1)
+					mu.Lock()
+					prev := tok
+					tok = nil
+					mu.Unlock()
+					if prev != nil {
+						if err := prev.Reset(); err != nil {
+							return err
+						}
+						resets.Add(1)
+					}
+					t := last.Set(r)
+					mu.Lock()
+					tok = t
+					mu.Unlock()
+					return nil
+				})
+				switch {
+				case err == nil:
+					runs.Add(1)
+					i++
+				case errors.Is(err, contextvars.ErrAlreadyEntered):
+					runtime.Gosched()
+				default:
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	waitOrFail(t, &wg, 2*time.Minute)
+	n, _ := count.In(c)
+	assert.Equal(t, int(runs.Load()), n, "count after every Run")
+	assert.Equal(t, runs.Load()-1, resets.Load(), "resets")
+	assert.Equal(t, 2, c.Len())
+	// The last token, reset on another goroutine after the fact, undoes
+	// its Set once: the var goes, and a second Reset is refused.
+	require.NoError(t, c.Run(func() error { return tok.Reset() }))
+	assert.False(t, c.Contains(last))
+	assert.ErrorIs(t, c.Run(func() error { return tok.Reset() }), contextvars.ErrTokenUsed)
+}

@@ -3,8 +3,9 @@ package contextvars
 // This file holds Token, the record of one Var.Set, and binding, the trie
 // leaf that carries a var's value. It keeps these invariants:
 //
-//   - A token undoes its Set at most once: its state word is swapped to
-//     used by the one Reset that succeeds (Token.consume).
+//   - A token undoes its Set at most once: its state word is marked used
+//     by the one Reset that succeeds (Token.consume), which only the
+//     goroutine whose current context is the token's can be.
 //   - Every leaf of a trie keyed by a Var[T]'s core is the first field of a
 //     binding[T] of that same T, so bindingOf can recover the value: only
 //     newLeaf, from a Var[T], makes leaves.
@@ -28,7 +29,6 @@ package contextvars
 import (
 	"fmt"
 	"strconv"
-	"sync/atomic"
 	"unsafe"
 )
 
@@ -42,14 +42,14 @@ import (
 type Token[T any] struct {
 	_ noCopy
 
-	key *varCore // the core of the token's var; nil in a zero Token
-
 	// state is the id of the context Set ran in (see Context.state), with
 	// the flags tokenHasOld and tokenUsed. Set writes it before anyone
-	// else can see the token; afterwards it is read and swapped
-	// atomically, and only the one Reset that consumes the token changes
-	// it.
-	state uint64
+	// else can see the token; afterwards it is read atomically, and only
+	// the one Reset that consumes the token changes it. (First, so that
+	// it is 64-bit aligned on 32-bit platforms too; see word.)
+	state word
+
+	key *varCore // the core of the token's var; nil in a zero Token
 
 	// The value the var had in the context before Set, if tokenHasOld,
 	// which a Reset puts back: oldLeaf, the leaf Set replaced (which
@@ -152,12 +152,13 @@ func (t *Token[T]) consume(k *varCore) (gs *gstate, hasOld bool, err error) {
 		return nil, false, tokenError(ErrTokenContext, t.varName(), "was created in a different Context")
 	}
 	// Only the goroutine whose current context is t's gets here, and a
-	// context is current for one goroutine at a time, so the swap cannot
-	// fail; it is a compare-and-swap so that a broken promise is an
-	// error, not a double reset.
-	if !atomic.CompareAndSwapUint64(&t.state, ts, ts|tokenUsed) {
-		return nil, false, tokenError(ErrTokenUsed, t.varName(), "has already been used once")
-	}
+	// context is current for one goroutine at a time, passed on by its
+	// ownership flag's release and compare-and-swap (or never, for an
+	// implicit context), so no other Reset of t runs meanwhile, and each
+	// sees the last one's mark: a release store (word.go) is enough, and
+	// costs the scoped Set a locked instruction less than a
+	// compare-and-swap.
+	t.state.StoreRelease(ts | tokenUsed)
 	return gs, ts&tokenHasOld != 0, nil
 }
 
@@ -166,7 +167,7 @@ func (t *Token[T]) consume(k *varCore) (gs *gstate, hasOld bool, err error) {
 func (t *Token[T]) varName() string { return t.key.name }
 
 // loadState returns t's state.
-func (t *Token[T]) loadState() uint64 { return atomic.LoadUint64(&t.state) }
+func (t *Token[T]) loadState() uint64 { return t.state.Load() }
 
 // Var returns the var whose [Var.Set] made t (Token.var).
 func (t *Token[T]) Var() *Var[T] {

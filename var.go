@@ -177,7 +177,7 @@ func (v *Var[T]) set(t *Token[T], value T) {
 		t.old = old
 		id |= tokenHasOld
 	}
-	t.key, t.state = &v.c, id
+	t.key, t.state.v = &v.c, id
 }
 
 // Reset restores v, in the calling goroutine's current context, to the value

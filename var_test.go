@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -449,7 +450,13 @@ func TestVar_Set_loopDoesNotChain(t *testing.T) {
 		}
 		return nil
 	}))
+	// The fewest of three readings: a goroutine of an earlier test that
+	// has not finished yet can hold a few hundred KiB at one of them.
 	growth := int64(contextvars.HeapInUse()) - int64(before)
+	for range 2 {
+		time.Sleep(10 * time.Millisecond)
+		growth = min(growth, int64(contextvars.HeapInUse())-int64(before))
+	}
 	t.Logf("%d Sets: heap growth %d KiB", n, growth>>10)
 	assert.Less(t, growth, int64(64<<10), "the context keeps a few values, not every one set")
 	got, _ := v.In(c)
