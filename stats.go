@@ -23,7 +23,8 @@ type Stats struct {
 	// package at once, and chains stay short beyond (registry.go).
 	Overflow int
 	// Retained is the number of free goroutine states kept for reuse:
-	// at most 4096 after a sweep.
+	// at most one per registry bucket (4096), whether or not a sweep has
+	// run: a free keeps a state only at the head of its bucket's chain.
 	Retained int
 
 	// Sweeps is the number of sweeps done since the process started, and
