@@ -313,8 +313,9 @@ func TestStress_readersDuringInPlaceWrites(t *testing.T) {
 // TestStress_handoffKeepsEveryWrite passes one context among goroutines that
 // race to Run it: each owner reads a counter var, sets it one higher and
 // resets a token the last owner left, so that a write or a token's mark
-// lost between owners (leave's store, consume's, release's: word.go) shows
-// as a count short or a token reset twice. Without -race it runs the
+// lost between owners (the release stores of leaveBeforeFree, as the
+// racers' Runs are outermost, consume and release: word.go) shows as a
+// count short or a token reset twice. Without -race it runs the
 // plain-store path (word_amd64.s), which the race detector does not see.
 func TestStress_handoffKeepsEveryWrite(t *testing.T) {
 	const racers = 4

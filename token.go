@@ -45,8 +45,9 @@ type Token[T any] struct {
 	// state is the id of the context Set ran in (see Context.state), with
 	// the flags tokenHasOld and tokenUsed. Set writes it before anyone
 	// else can see the token; afterwards it is read atomically, and only
-	// the one Reset that consumes the token changes it. (First, so that
-	// it is 64-bit aligned on 32-bit platforms too; see word.)
+	// the one Reset that consumes the token changes it. (A word: 64-bit
+	// aligned on 32-bit platforms too, which a plain uint64 after the key
+	// was not.)
 	state word
 
 	key *varCore // the core of the token's var; nil in a zero Token
@@ -157,7 +158,9 @@ func (t *Token[T]) consume(k *varCore) (gs *gstate, hasOld bool, err error) {
 	// implicit context), so no other Reset of t runs meanwhile, and each
 	// sees the last one's mark: a release store (word.go) is enough, and
 	// costs the scoped Set a locked instruction less than a
-	// compare-and-swap.
+	// compare-and-swap. Every way through reset makes a locked
+	// instruction after it (claim's compare-and-swap, or a root store),
+	// as word.go requires.
 	t.state.StoreRelease(ts | tokenUsed)
 	return gs, ts&tokenHasOld != 0, nil
 }
