@@ -255,8 +255,9 @@ func (c *Context) leave() { c.state.And(^uint64(enteredBit)) }
 // the goroutine's state (registry.free) at once: free makes a locked
 // instruction before it returns, which waits for this store, and no code
 // of the caller's runs in between, so a release store (word.go) is enough,
-// and saves an outermost Run a locked instruction. No other goroutine writes c.state while the flag is set
-// (tryEnterAs's compare-and-swap fails), so the store loses nothing.
+// and saves an outermost Run a locked instruction. No other goroutine
+// writes c.state while the flag is set (tryEnterAs's compare-and-swap
+// fails), so the store loses nothing.
 func (c *Context) leaveBeforeFree() { c.state.StoreRelease(c.state.Load() &^ enteredBit) }
 
 // id returns c's id, 0 if none was needed yet.

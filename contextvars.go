@@ -91,11 +91,11 @@
 // (or Call) leaves nothing behind when the goroutine's outermost one returns,
 // and neither does Go; that outermost Run claims and frees the goroutine's
 // state, two atomic operations more than a nested one (on amd64, where its
-// leave is a plain store, one locked instruction more: word.go). A Set outside any Run makes an implicit context, which
-// lives until a sweep finds its goroutine gone: Go has no hook that runs when
-// a goroutine exits, so a sweep lists the live goroutines with
-// runtime.Stack, which stops the world for a time that grows with the number
-// of goroutines. Sweeps run only when implicit contexts outnumber the live
+// leave is a plain store, one locked instruction more: word.go). A Set
+// outside any Run makes an implicit context, which lives until a sweep
+// finds its goroutine gone: Go has no hook that runs when a goroutine
+// exits, so a sweep lists the live goroutines with runtime.Stack, which
+// stops the world for a time that grows with the number of goroutines. Sweeps run only when implicit contexts outnumber the live
 // goroutines two to one and some goroutine has exited, and are paced so
 // that their pauses take at most a tenth of the wall time; where a sweep is
 // cheap (a thousand goroutines or so), a timer reclaims the contexts
