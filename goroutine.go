@@ -20,6 +20,12 @@ import "sync/atomic"
 // gstate is one goroutine's state. Only its owner reads or writes the fields
 // after owner.
 type gstate struct {
+	// The zero-length array gives gstate atomic.Uint64's alignment, 8
+	// bytes, on 32-bit platforms too, where a uint64 needs only 4: a
+	// bucket's slot (homeBucket.slot) is a field, not an allocation
+	// (whose first word is 8-byte aligned), and owner's atomics need it.
+	_ [0]atomic.Uint64
+
 	// owner is the id of the goroutine whose state this is, with flags, or
 	// 0 if the state is free (see registry.go). It is read and changed
 	// with sync/atomic only.
@@ -36,10 +42,20 @@ type gstate struct {
 	// current == implicit.
 	implicit *Context
 
-	// nextID and endID are the block of context ids this state hands out
-	// (newContextID); taking ids in blocks keeps goroutines off one shared
-	// counter. The block passes on with the state to its next owner.
-	nextID, endID uint64
+	// hookCtx is, while switch hooks run on the goroutine, the context
+	// the switch leaves (entering) or goes back to (leaving), which the
+	// goroutine has entered or holds as its implicit context, so that
+	// only it writes it: a hook's read of it need not end its edit tag
+	// (Context.valueLeaf). nil otherwise; every free clears it, so that
+	// it never names a context another goroutine may write.
+	hookCtx *Context
+
+	// nextID is the next of the idsLeft context ids left in the block
+	// this state hands out (newContextID); taking ids in blocks keeps
+	// goroutines off one shared counter. The block passes on with the
+	// state to its next owner.
+	nextID  uint64
+	idsLeft uint32
 
 	cached bool // some entry of cache may be set
 
@@ -48,8 +64,16 @@ type gstate struct {
 	dropPending bool
 
 	// home is the bucket whose chain the state is in (registry.go): set
-	// before the state is published, and never changed.
+	// before the state is published, and never changed; nil for a
+	// bucket's slot, which is in no chain.
 	home *bucket
+
+	// The fields above are all a goroutine's Run, Set and Get and its
+	// state's free touch (home only for a chain state's): they fit in the
+	// state's first 64 bytes, one cache line (a 192-byte object is 64-byte
+	// aligned), which a new goroutine usually misses, as states are spread
+	// over the buckets. (A slot's sit beside its bucket's: see
+	// homeBucket.slot.)
 
 	// cache remembers the last lookups of vars in tries of more than one
 	// var, as CPython's ContextVar caches its last value: reading a var
@@ -61,22 +85,10 @@ type gstate struct {
 	// tries that the goroutine's contexts hold anyway.
 	cache [lookupCacheSize]cacheEntry
 
-	// hookCtx is, while switch hooks run on the goroutine, the context
-	// the switch leaves (entering) or goes back to (leaving), which the
-	// goroutine has entered or holds as its implicit context, so that
-	// only it writes it: a hook's read of it need not end its edit tag
-	// (Context.valueLeaf). nil otherwise; every free clears it, so that
-	// it never names a context another goroutine may write.
-	hookCtx *Context
-
-	// The fields above cache are all a goroutine's first Run and Set
-	// touch: they fit in the state's first 64 bytes, one cache line (a
-	// 192-byte object is 64-byte aligned), which a new goroutine usually
-	// misses, as states are spread over the buckets. The padding rounds the
-	// state up to a size class of its own (192 bytes), so that states of
-	// goroutines on different cores, which are allocated side by side,
-	// share few cache lines.
-	_ [24]byte
+	// The padding rounds the state up to a size class of its own (192
+	// bytes), so that states of goroutines on different cores, which are
+	// allocated side by side, share few cache lines.
+	_ [32]byte
 }
 
 // callHooks calls the switch hooks hs for the goroutine's switch from prev
@@ -116,12 +128,13 @@ const idBlock = 1024
 // newContextID returns a context id never returned before: ids come from a
 // 62-bit counter, which does not wrap in the life of a process.
 func (gs *gstate) newContextID() uint64 {
-	if gs.nextID == gs.endID {
-		gs.endID = contextIDs.Add(idBlock) + 1
-		gs.nextID = gs.endID - idBlock
+	if gs.idsLeft == 0 {
+		gs.nextID = contextIDs.Add(idBlock) + 1 - idBlock
+		gs.idsLeft = idBlock
 	}
 	id := gs.nextID
 	gs.nextID++
+	gs.idsLeft--
 	return id
 }
 
@@ -192,7 +205,7 @@ func newImplicit(k *varCore) *gstate {
 		// goroutine out while it is idle.
 		reg.pin(id)
 	}
-	gs := reg.acquire(id, true)
+	gs := reg.acquireImplicit(id)
 	c := new(Context)
 	// Entered for good: the implicit context is current on this goroutine
 	// whenever it is outside any Run, so no Run may enter it, here or on

@@ -129,16 +129,23 @@ func TestDropImplicit_onlyOutsideRun(t *testing.T) {
 }
 
 // TestGstate_layout: a state is a 192-byte size class of its own, and the
-// fields a goroutine's first Run and Set touch come before the cache, in
-// the state's first cache line (see gstate).
+// fields a goroutine's Run, Set and free touch come before the cache, in the
+// state's first cache line (see gstate); a bucket with its slot is 256 bytes,
+// and what a new goroutine's first Run touches of it (see homeBucket.slot)
+// lies in its first 96 bytes, two cache lines wherever the linker puts the
+// registry (on a 32-byte boundary at least).
 func TestGstate_layout(t *testing.T) {
 	if unsafe.Sizeof(uintptr(0)) != 8 {
 		t.Skip("the layout is laid out for 64-bit platforms")
 	}
 	var gs gstate
 	assert.Equal(t, uintptr(192), unsafe.Sizeof(gs))
-	assert.LessOrEqual(t, unsafe.Offsetof(gs.cached)+unsafe.Sizeof(gs.cached), uintptr(64))
-	assert.Less(t, unsafe.Offsetof(gs.endID), unsafe.Offsetof(gs.cache))
+	assert.LessOrEqual(t, unsafe.Offsetof(gs.home)+unsafe.Sizeof(gs.home), uintptr(64))
+	assert.Less(t, unsafe.Offsetof(gs.hookCtx), unsafe.Offsetof(gs.cache))
+	var hb homeBucket
+	assert.Equal(t, uintptr(256), unsafe.Sizeof(hb))
+	assert.LessOrEqual(t, unsafe.Offsetof(hb.slot)+unsafe.Offsetof(gs.dropPending)+1, uintptr(96))
+	assert.Zero(t, uintptr(unsafe.Pointer(&reg.buckets))%32, "the registry is on a 32-byte boundary")
 }
 
 // TestOnSwitch_implicitContextCannotBeEntered: a hook sees a goroutine's

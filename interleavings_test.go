@@ -306,27 +306,37 @@ func TestRegistry_topsUnderChurn(t *testing.T) {
 // runtime's extra M of C threads' callbacks keeps one goroutine for many
 // threads) must find nothing after its Run, and find its state in a Run
 // again, also where its state is behind the head. Simulated at the
-// registry level: claim, free, claim again with the same id while another
-// id of the bucket, higher, holds the head.
+// registry level: claim, free, claim again with the same id while other
+// ids of the bucket, higher, hold the slot or the head.
 func TestRegistry_reusedIDBehindHead(t *testing.T) {
 	id := goroutineID() + 1<<40 // no live goroutine has it
-	var other uint64
-	for o := id + 1; ; o++ {
+	var others []uint64
+	for o := id + 1; len(others) < 2; o++ {
 		if bucketIndex(o) == bucketIndex(id) {
-			other = o
-			break
+			others = append(others, o)
 		}
 	}
-	b := reg.bucketOf(id)
-	for round := range 3 {
-		gs := b.claim(id)
-		os := b.claim(other) // pushed in front of gs (or took a free head)
-		require.Equal(t, gs, reg.lookupSlow(id), "round %d: found behind the head", round)
+	for round := range 4 {
+		var gs, os1, os2 *gstate
+		if round%2 == 0 {
+			gs = reg.lookupOrClaim(id) // the slot, unless a goroutine of the bucket holds it
+			os1 = reg.lookupOrClaim(others[0])
+		} else {
+			os1 = reg.lookupOrClaim(others[0]) // the slot, or so
+			gs = reg.lookupOrClaim(id)
+		}
+		os2 = reg.lookupOrClaim(others[1]) // pushed in front of gs if it is in the chain
+		require.Equal(t, gs, reg.lookupSlow(id), "round %d: found", round)
+		require.Equal(t, gs, reg.lookupOrClaim(id), "round %d: found again, not claimed twice", round)
 		reg.free(gs, id)
+		assert.Nil(t, reg.atHome(id), "round %d: freed", round)
 		assert.Nil(t, reg.lookupSlow(id), "round %d: freed", round)
-		reg.free(os, other)
-		assert.Nil(t, reg.atHome(other))
-		assert.Nil(t, reg.lookupSlow(other))
+		reg.free(os1, others[0])
+		reg.free(os2, others[1])
+		for _, o := range others {
+			assert.Nil(t, reg.atHome(o))
+			assert.Nil(t, reg.lookupSlow(o))
+		}
 	}
 }
 
@@ -602,23 +612,28 @@ func TestCache_model(t *testing.T) {
 
 // TestGstate_alignment: the layout comment says a 192-byte state is
 // 64-byte aligned, so the fields before cache share one cache line. Check
-// the states the registry allocates.
+// the states the registry allocates: an implicit context's state is
+// always allocated (a bucket's slot is not: see homeBucket.slot).
 func TestGstate_alignment(t *testing.T) {
 	var wg sync.WaitGroup
-	var misaligned atomic.Int64
+	var misaligned, slots atomic.Int64
+	v := NewVar[int]("v")
 	for range 64 {
 		wg.Go(func() {
-			_ = New().Run(func() error {
-				gs := state()
-				if uintptr(unsafe.Pointer(gs))%64 != 0 {
-					misaligned.Add(1)
-				}
-				return nil
-			})
+			v.Set(1)
+			gs := state()
+			if gs.home == nil {
+				slots.Add(1)
+			}
+			if uintptr(unsafe.Pointer(gs))%64 != 0 {
+				misaligned.Add(1)
+			}
+			DropImplicit()
 		})
 	}
 	wg.Wait()
 	assert.Zero(t, misaligned.Load())
+	assert.Zero(t, slots.Load(), "an implicit context takes no slot")
 }
 
 // TestContext_snapshotOfReplacedRoot is the interleaving behind the torn

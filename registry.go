@@ -10,13 +10,18 @@ package contextvars
 // that made them, and only they wait for a sweep (sweep.go).
 //
 // The shape: a fixed array of numBuckets buckets, each the home of the
-// goroutine ids whose hash lands there. A bucket is a chain of states,
-// linked through gstate.next, read without a lock and changed under the
-// bucket's mutex. A bucket whose chain has grown to crowded states gets
-// numSub sub-buckets of its own (homeBucket.sub), made once and kept, and
-// its goroutines claim states there, by more bits of the same hash, while
-// its own chain is crowded and its head is taken; the states already in
-// its chain stay there. So a lookup walks at most about crowded states of
+// goroutine ids whose hash lands there. A bucket holds one state in place,
+// its slot (homeBucket.slot), which a goroutine's first Run takes when it is
+// free, so that a new goroutine's Run touches the bucket's own cache lines
+// and allocates nothing; and a chain of states, linked through gstate.next,
+// read without a lock and changed under the bucket's mutex, for goroutines
+// that find the slot taken and for implicit contexts (which never take a
+// slot, so that a sweep, which drops only implicit contexts, only ever
+// unlinks a state and writes none). A bucket whose chain has grown to
+// crowded states gets numSub sub-buckets of its own (homeBucket.sub), made
+// once and kept, and its goroutines push states there, by more bits of the
+// same hash, while its own chain is crowded (and its slot taken); the
+// states already in its chain stay there. So a lookup walks at most about crowded states of
 // the bucket's own chain, and a chain of its sub-bucket, which is short up
 // to numBuckets × numSub × crowded goroutines (half a million). Nothing
 // else grows, and nothing freezes or moves: a state stays in the chain it
@@ -26,54 +31,55 @@ package contextvars
 //
 // Invariants, and why they hold:
 //
-//   - A gstate's owner word is 0 (free) or its goroutine's id, with
+//   - A slot's owner word is 0 (free) or the id of the goroutine whose
+//     state it is, with no flag; only that goroutine writes it (a claim by
+//     compare-and-swap from 0, a free by a store of 0), and only it writes
+//     the slot's other fields. A slot is in no chain, so no walk ever
+//     stands on it.
+//   - A chain state's owner word is its goroutine's id, with
 //     ownerImplicit if that goroutine holds an implicit context. Only a
-//     goroutine writes its own id into an owner word (claim, lookupOrClaim,
+//     goroutine writes its own id into an owner word (lookupOrClaim,
 //     push), and only it clears it (free); a sweep never writes an owner
 //     word, it unlinks the state of an exited goroutine from its chain. So
 //     a goroutine that reads its own id in a state's owner word has found
 //     its own state, however the state got there: a lookup is loads and
-//     owner comparisons, validated by the id, with no lock.
-//   - A goroutine's state is in its home bucket's chain, or in its
-//     sub-bucket's, while the goroutine owns it. Only the bucket's mutex holder
-//     changes a chain: it publishes a new state at the head with an atomic
-//     store, after setting the state's owner and next, and unlinks a state by
-//     an atomic store of its predecessor's next (or the head), leaving the
-//     unlinked state's own next as it was. So a lookup walking the chain
-//     without the lock, from a head it loaded itself, sees every state that
-//     was in the chain before it started and stayed there (its own, in
+//     owner comparisons, validated by the id, with no lock. (Slots and chain
+//     states alike.)
+//   - A goroutine's state is its home bucket's slot, or in the bucket's chain
+//     or its sub-bucket's, while the goroutine owns it. Only the bucket's
+//     mutex holder changes a chain: it publishes a new state at the head with
+//     an atomic store, after setting the state's owner and next, and unlinks a
+//     state by an atomic store of its predecessor's next (or the head),
+//     leaving the unlinked state's own next as it was. So a lookup walking the
+//     chain without the lock, from a head it loaded itself, sees every state
+//     that was in the chain before it started and stayed there (its own, in
 //     particular: only its goroutine adds or frees it), and a lookup standing
 //     on an unlinked state walks on into the chain. (A walk must not start at
 //     the next of a head loaded earlier: a sweep may have unlinked that head
 //     since, and the state behind it, perhaps the walker's own, be the head
 //     now.)
-//   - A state whose owner word is 0 is in its chain: a state is unlinked
-//     only with a nonzero owner word (its goroutine's, or ownerUnlinked,
-//     set by compare-and-swap from 0 before a prune unlinks it), and a
-//     state unlinked by a free or a prune keeps ownerUnlinked for good. So a
-//     claim, which takes a state only by compare-and-swap of its owner from
-//     0, never takes a state that is out of its chain.
-//   - Every claim makes progress: it takes a free state in the chain (one
-//     compare-and-swap of its owner), or pushes a new one under the bucket's
-//     mutex, which is held only for a push or an unlink, never for a wait.
-//   - The registry keeps at most one free state per home bucket for reuse
-//     (none in sub-buckets): a goroutine frees the head of a home bucket's
-//     chain by clearing its owner (no lock), any other state by unlinking it;
-//     a free of the head that races with a push in front of it is taken out by
-//     whichever of the two comes second (free, claim), and a sweep prunes any
-//     free state behind a head all the same. So after any peak of goroutines
-//     the chains shrink back, and the free states kept come to at most
-//     numBuckets.
+//   - A chain holds no free state: a state is pushed with its owner set,
+//     and a free unlinks it (under the mutex) before it marks it
+//     ownerUnlinked, for good. So after any peak of goroutines the chains
+//     shrink back to the states in use, and the registry keeps no free
+//     state but its slots.
+//   - A goroutine has at most one state: it claims one only after its
+//     lookup found none, in the slot and in the chains (a walk, unless no
+//     state as new as it was ever pushed: see bucket.top).
+//   - Every claim makes progress: it takes the free slot (one
+//     compare-and-swap of its owner), or pushes a new state under the
+//     bucket's mutex, which is held only for a push or an unlink, never
+//     for a wait.
 //
 // Locks: lookups (Var.Get, Set, entering a Run whose goroutine already has a
-// state) take none. A claim that finds no free state in its chain, and a
-// free of a state that is not its chain's head, take the bucket's mutex for
-// one push or unlink. Sweeps take each bucket's mutex for the unlinks in it,
-// and never block lookups.
+// state) take none. A claim that finds the slot taken, and a free of a
+// chain state, take the bucket's mutex for one push or unlink. Sweeps take
+// each bucket's mutex for the unlinks in it, and never block lookups.
 
 import (
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // Flags in gstate.owner; a goroutine id is below both.
@@ -82,7 +88,7 @@ const (
 	ownerIDMask   = ownerImplicit - 1
 
 	// ownerUnlinked is the owner word of a state taken out of its chain
-	// by a free or a prune: no goroutine's, and never claimed again.
+	// by a free: no goroutine's, and never claimed again.
 	ownerUnlinked = 1 << 63
 )
 
@@ -92,14 +98,14 @@ const (
 // behind the head costs a lookup a load, a cache miss where the goroutine
 // has been idle: so a bucket whose chain reaches crowded states gets numSub
 // sub-buckets (see the file comment), and at 100,000 goroutines a lookup
-// walks two or three states, not 24. The free states the buckets keep for
-// reuse come to at most 4096 × 192 bytes, 768 KiB, after any peak (none is
-// kept in a sub-bucket), and the sub-buckets, once made, to at most
-// 4096 × numSub × 32 bytes, 2 MiB, after a peak of some 30,000 states or
-// more: goroutines inside Runs, or implicit contexts, those of exited
-// goroutines waiting for a sweep included. Once a peak has passed, a
-// crowded bucket's goroutines claim in its own chain again (homeBucket.claim),
-// so the fast paths are as before it.
+// walks two or three states, not 24. The buckets with their slots take
+// 4096 × 256 bytes, 1 MiB, of static memory (its pages are touched as
+// goroutines land in them), and the registry keeps no other free state; the
+// sub-buckets, once made, take at most 4096 × numSub × 32 bytes, 2 MiB, after
+// a peak of some 30,000 states or more: goroutines inside Runs, or implicit
+// contexts, those of exited goroutines waiting for a sweep included. Once a
+// peak has passed, a crowded bucket's goroutines push on its own chain again
+// (homeBucket.chainFor), so the fast paths are as before it.
 const (
 	bucketBits = 12
 	numBuckets = 1 << bucketBits
@@ -128,35 +134,52 @@ type bucket struct {
 	head atomic.Pointer[gstate] // read without a lock; stored with mu held
 	mu   sync.Mutex             // held to push or unlink a state
 
-	// top is at least the highest id that ever claimed a state here. A
+	// top is at least the highest id that ever pushed a state here. A
 	// goroutine with a higher id has no state in the chain, so its first
 	// lookup need not walk it: goroutine ids only grow, so that is every
 	// new goroutine's. Only a goroutine looks up its own id, and it raises
-	// top before it claims, so program order makes the test exact for it.
+	// top before it pushes, so program order makes the test exact for it.
+	// (A slot is no chain's, and raises no top.)
 	top atomic.Uint64
 
-	// n is the number of states in the chain, free ones included:
-	// changed with mu held, read without it to see whether a home
-	// bucket is crowded.
+	// n is the number of states in the chain: changed with mu held,
+	// read without it to see whether a home bucket is crowded.
 	n atomic.Int32
-
-	// isSub marks a sub-bucket, which keeps no free state for reuse: a
-	// free unlinks the state, so that after a peak of goroutines the
-	// registry keeps at most numBuckets free states, whatever it grew.
-	isSub bool
 }
 
-// homeBucket is a bucket of the registry's array: a bucket, and the
-// sub-buckets it gets when it is crowded.
+// homeBucket is a bucket of the registry's array: a chain, the sub-buckets
+// it gets when it is crowded, and its slot.
 type homeBucket struct {
 	bucket
 
 	// sub is nil until the bucket's chain has held crowded states, then
-	// its sub-buckets, for good: a goroutine whose home this is claims
-	// its state in sub[subIndex(id)] while the chain is crowded and its
-	// head is taken (homeBucket.claim).
+	// its sub-buckets, for good: a goroutine whose home this is pushes
+	// its state on sub[subIndex(id)] while the chain is crowded and the
+	// slot is taken (homeBucket.chainFor).
 	sub atomic.Pointer[[numSub]bucket]
+
+	// slot is the bucket's state in place (see the file comment); its
+	// home is nil (isSlot tells it from a chain state). Its owner word
+	// and the fields a Run touches up to dropPending follow head, top and
+	// sub, in the bucket's first 96 bytes: so a new goroutine's first
+	// Run, which usually misses them (its bucket is one of 4096), misses
+	// two adjacent cache lines (the registry is on a 32-byte boundary,
+	// and a bucket 256 bytes), not a bucket and then a state elsewhere.
+	slot gstate
+
+	_ [256 - slotOffset - unsafe.Sizeof(gstate{})]byte // 256 bytes in all
 }
+
+// slotOffset is the offset of homeBucket.slot on every platform (gstate's
+// alignment, 8 bytes, puts it there on 32-bit ones too).
+const slotOffset = 40
+
+// The slot is where the padding expects it, and its owner word, read and
+// changed with 64-bit atomics, 8-byte aligned: the registry is (as every
+// variable holding 64-bit atomics), and buckets are 256 bytes apart. (An
+// index out of range fails the build, on each GOARCH: GOARCH=386 go vet.)
+var _ = [1]int{}[unsafe.Offsetof(homeBucket{}.slot)-slotOffset]
+var _ = [1]int{}[(unsafe.Offsetof(homeBucket{}.slot)+unsafe.Offsetof(gstate{}.owner))%8]
 
 // bucketOf returns the home bucket of goroutine id. Goroutine ids are dense
 // and nearly sequential; multiplying by 2^64/φ (Knuth's Fibonacci hashing)
@@ -176,26 +199,14 @@ func subIndex(id uint64) uint64 {
 	return (id * 0x9e3779b97f4a7c15) >> (64 - bucketBits - subBits) & (numSub - 1)
 }
 
-// claim takes a state for owner, a goroutine whose home bucket is hb: as
-// bucket.claim does, in hb's own chain, while that chain is shorter than
-// crowded (always, after a peak has passed: so a goroutine's Run then
-// reuses the free head and allocates nothing, as before the peak). Else it
-// takes hb's head if that is free, or a state in its sub-bucket.
-func (hb *homeBucket) claim(owner uint64) *gstate {
-	sub := hb.sub.Load()
-	if sub == nil || hb.n.Load() < crowded {
-		return hb.bucket.claim(owner)
+// chainFor returns the chain on which goroutine id, whose home bucket is
+// hb, pushes a state: hb's own while it is shorter than crowded (always,
+// once a peak has passed), else id's sub-bucket.
+func (hb *homeBucket) chainFor(id uint64) *bucket {
+	if sub := hb.sub.Load(); sub != nil && hb.n.Load() >= crowded {
+		return &sub[subIndex(id)]
 	}
-	id := owner & ownerIDMask
-	if gs := hb.head.Load(); gs != nil && atomic.LoadUint64(&gs.owner) == 0 {
-		if id > hb.top.Load() {
-			hb.raiseTop(id) // before the claim: see bucket.top
-		}
-		if atomic.CompareAndSwapUint64(&gs.owner, 0, owner) {
-			return gs
-		}
-	}
-	return sub[subIndex(id)].claim(owner)
+	return &hb.bucket
 }
 
 // find returns the state in b's chain whose owner is id, or nil: a walk
@@ -213,11 +224,16 @@ func (b *bucket) find(id uint64) *gstate {
 	return nil
 }
 
-// atHome returns the state of the goroutine with id if it is the head of
-// its chain, else nil: the fast path of a lookup, small enough to inline.
-// Only the goroutine with id may look up id (see the file comment).
+// atHome returns the state of the goroutine with id if it is its bucket's
+// slot or the head of its chain, else nil: the fast path of a lookup, small
+// enough to inline. Only the goroutine with id may look up id (see the file
+// comment).
 func (r *registry) atHome(id uint64) *gstate {
-	gs := r.bucketOf(id).head.Load()
+	hb := r.bucketOf(id)
+	if atomic.LoadUint64(&hb.slot.owner) == id { // a slot's owner has no flag
+		return &hb.slot
+	}
+	gs := hb.head.Load()
 	if gs != nil && atomic.LoadUint64(&gs.owner)&^ownerImplicit == id {
 		return gs
 	}
@@ -235,6 +251,9 @@ func (r *registry) atHome(id uint64) *gstate {
 //go:noinline
 func (r *registry) lookupSlow(id uint64) *gstate {
 	hb := r.bucketOf(id)
+	if atomic.LoadUint64(&hb.slot.owner) == id {
+		return &hb.slot
+	}
 	if sub := hb.sub.Load(); sub != nil {
 		if gs := sub[subIndex(id)].find(id); gs != nil {
 			return gs
@@ -243,11 +262,11 @@ func (r *registry) lookupSlow(id uint64) *gstate {
 	return hb.find(id)
 }
 
-// lookupOrClaim returns the state of the calling goroutine, whose id is id,
-// claiming one if it has none: the slow path of entering a Run, lookupSlow
-// and acquire in one call, with claim's take written out (the compiler
-// would not inline it), so that a goroutine's outermost Run, which claims
-// the free head of its chain, makes one call for it.
+// lookupOrClaim returns the state of the calling goroutine, whose id is id
+// and for which atHome found none, claiming one if it has none: the slow
+// path of entering a Run, the rest of the lookup and the claim in one call,
+// so that a goroutine's outermost Run, which usually takes its bucket's
+// free slot, makes one call for it.
 //
 //go:noinline
 func (r *registry) lookupOrClaim(id uint64) *gstate {
@@ -256,55 +275,35 @@ func (r *registry) lookupOrClaim(id uint64) *gstate {
 		if gs := r.lookupSlow(id); gs != nil {
 			return gs
 		}
-		return hb.claim(id)
-	}
-	b := &hb.bucket
-	if t := b.top.Load(); id <= t {
-		for gs := b.head.Load(); gs != nil; gs = gs.next.Load() {
+	} else if id <= hb.top.Load() { // else never pushed here: see bucket.top
+		for gs := hb.head.Load(); gs != nil; gs = gs.next.Load() {
 			if atomic.LoadUint64(&gs.owner)&^ownerImplicit == id {
 				return gs
 			}
 		}
-	} else { // never claimed here (see bucket.top): claim raises top
-		b.raiseTop(id)
 	}
-	if gs := b.head.Load(); gs != nil && atomic.CompareAndSwapUint64(&gs.owner, 0, id) {
-		return gs
+	// The goroutine has no state, so it may take the slot: as no walk
+	// ever stands on a slot, taking it needs no top. (If the slot is its
+	// own, a caller skipped atHome: that is no second claim either.)
+	if atomic.CompareAndSwapUint64(&hb.slot.owner, 0, id) || atomic.LoadUint64(&hb.slot.owner) == id {
+		return &hb.slot
 	}
-	return b.push(id)
+	return hb.chainFor(id).push(id)
 }
 
-// acquire claims a state for the calling goroutine, which has none, marked
-// ownerImplicit if implicit; id is the goroutine's id. It is the slow path of
-// a Set outside any Run (newImplicit); entering a Run has its own,
-// lookupOrClaim.
+// acquireImplicit makes a state, marked ownerImplicit, for the calling
+// goroutine, which has none; id is the goroutine's id. It is the slow path
+// of a Set outside any Run (newImplicit); entering a Run has its own,
+// lookupOrClaim. The state is pushed on a chain, never put in a slot: see
+// the file comment.
 //
 //go:noinline
-func (r *registry) acquire(id uint64, implicit bool) *gstate {
-	owner := id
-	if implicit {
-		owner |= ownerImplicit
-	}
-	gs := r.bucketOf(id).claim(owner)
-	if implicit && r.implicit.Add(1) >= r.sweepAt.Load() {
+func (r *registry) acquireImplicit(id uint64) *gstate {
+	gs := r.bucketOf(id).chainFor(id).push(id | ownerImplicit)
+	if r.implicit.Add(1) >= r.sweepAt.Load() {
 		r.maybeSweep()
 	}
 	return gs
-}
-
-// claim takes the head of b's chain for owner if it is free, or else
-// pushes a new state. (It looks no farther: states behind the head are
-// seldom free, as frees unlink them, and walking a long chain of other
-// goroutines' states would cost a cache miss each.) lookupOrClaim writes
-// the same take out for entering a Run; the push is out of line.
-func (b *bucket) claim(owner uint64) *gstate {
-	if id := owner & ownerIDMask; id > b.top.Load() {
-		b.raiseTop(id)
-	}
-	if gs := b.head.Load(); gs != nil && atomic.CompareAndSwapUint64(&gs.owner, 0, owner) {
-		return gs
-	}
-	return b.push(owner)
 }
 
 // raiseTop raises b.top to id, if it is lower.
@@ -315,46 +314,36 @@ func (b *bucket) raiseTop(id uint64) {
 	}
 }
 
-// push makes a new state for owner at the head of b's chain: claim's slow
-// path.
+// push makes a new state for owner, a goroutine that has none, at the head
+// of b's chain: a claim's slow path. It raises top first (see bucket.top).
 //
 //go:noinline
 func (b *bucket) push(owner uint64) *gstate {
+	id := owner & ownerIDMask
+	if id > b.top.Load() {
+		b.raiseTop(id)
+	}
 	gs := &gstate{owner: owner, home: b}
 	b.mu.Lock()
-	old := b.head.Load()
-	gs.next.Store(old)
+	gs.next.Store(b.head.Load())
 	b.head.Store(gs) // publishes gs with its owner, home and next
 	n := b.n.Add(1)
-	// If old was freed after the compare-and-swap in claim (or
-	// lookupOrClaim) failed, it is now free behind the head, where no
-	// claim looks: take it out. (A free that comes after this push sees
-	// it is no longer the head and takes itself out: see free. Atomics are
-	// sequentially consistent, so one of the two sees the other.)
-	if old != nil && atomic.CompareAndSwapUint64(&old.owner, 0, ownerUnlinked) {
-		gs.next.Store(old.next.Load())
-		n = b.n.Add(-1)
-	}
 	b.mu.Unlock()
 	if n >= crowded {
-		reg.crowd(owner & ownerIDMask)
+		reg.crowd(id)
 	}
 	return gs
 }
 
 // crowd gives the home bucket of goroutine id its sub-buckets, if it has
-// none and is one (not a sub-bucket) whose chain is crowded: later claims
-// go there. The states in the chain stay; see the file comment.
+// none and its own chain is crowded: later pushes go there. The states in
+// the chain stay; see the file comment.
 //
 //go:noinline
 func (r *registry) crowd(id uint64) {
 	hb := r.bucketOf(id)
 	if hb.n.Load() >= crowded && hb.sub.Load() == nil {
-		sub := new([numSub]bucket)
-		for i := range sub {
-			sub[i].isSub = true
-		}
-		hb.sub.CompareAndSwap(nil, sub)
+		hb.sub.CompareAndSwap(nil, new([numSub]bucket))
 	}
 }
 
@@ -377,11 +366,11 @@ func (b *bucket) unlinkLocked(gs *gstate) bool {
 }
 
 // free gives up gs, the calling goroutine's state, whose owner word is owner:
-// it clears the fields, then frees the state in place if it is the head of
-// a home bucket's chain (kept for reuse), or unlinks it. Every way through
-// makes a locked instruction before it returns (the store of the owner
-// word, or the bucket's mutex): exit's leaveBeforeFree, a release store
-// just before it, relies on that (word.go).
+// it clears the fields, then frees the state in place if it is a slot, or
+// unlinks it from its chain. Every way through makes a locked instruction
+// before it returns (the store of the owner word; the bucket's mutex):
+// exit's leaveBeforeFree, a release store just before it, relies on that
+// (word.go).
 func (r *registry) free(gs *gstate, owner uint64) {
 	gs.current, gs.implicit, gs.dropPending, gs.hookCtx = nil, nil, false, nil
 	if gs.cached {
@@ -390,45 +379,46 @@ func (r *registry) free(gs *gstate, owner uint64) {
 	if owner&ownerImplicit != 0 {
 		r.implicit.Add(-1)
 	}
-	b := gs.home
-	if b.head.Load() == gs && !b.isSub {
+	if isSlot(gs) {
 		// The atomic store orders the writes above before the next
 		// owner's claim. Nobody else writes a claimed owner word, so
 		// there is nothing to compare.
 		atomic.StoreUint64(&gs.owner, 0)
-		// If a state was pushed in front meanwhile, gs is free behind
-		// the head, where no claim looks: take it out, unless a
-		// claim took it first (see claim for the other order).
-		if b.head.Load() != gs && atomic.CompareAndSwapUint64(&gs.owner, 0, ownerUnlinked) {
-			b.mu.Lock()
-			b.unlinkLocked(gs)
-			b.mu.Unlock()
-		}
 		return
 	}
+	b := gs.home
 	b.mu.Lock()
 	b.unlinkLocked(gs)
 	b.mu.Unlock()
 	atomic.StoreUint64(&gs.owner, ownerUnlinked)
 }
 
+// isSlot reports whether gs is a bucket's slot: whether its address lies in
+// the registry's array, which costs no load (a slot's home, nil, lies on a
+// cache line of the bucket that a Run does not otherwise touch).
+func isSlot(gs *gstate) bool {
+	return uintptr(unsafe.Pointer(gs))-uintptr(unsafe.Pointer(&reg.buckets)) < unsafe.Sizeof(reg.buckets)
+}
+
 // eachState calls fn with each state in use and its owner word, and with
-// whether it is not its chain's head (overflow); it returns how many free
-// states the chains hold. States claimed or freed meanwhile may or may not
-// be seen.
-func (r *registry) eachState(fn func(gs *gstate, owner uint64, overflow bool)) (free int) {
+// whether it is neither a slot nor its chain's head (overflow). States
+// claimed or freed meanwhile may or may not be seen.
+func (r *registry) eachState(fn func(gs *gstate, owner uint64, overflow bool)) {
+	for i := range r.buckets {
+		if o := atomic.LoadUint64(&r.buckets[i].slot.owner); o != 0 {
+			fn(&r.buckets[i].slot, o, false)
+		}
+	}
 	r.eachBucket(func(b *bucket) {
 		head := b.head.Load()
 		for gs := head; gs != nil; gs = gs.next.Load() {
-			switch o := atomic.LoadUint64(&gs.owner); {
-			case o == 0:
-				free++
-			case o&ownerUnlinked == 0:
+			// A chain holds no free state (see the file comment): a
+			// state unlinked meanwhile is ownerUnlinked.
+			if o := atomic.LoadUint64(&gs.owner); o&ownerUnlinked == 0 {
 				fn(gs, o, gs != head)
 			}
 		}
 	})
-	return free
 }
 
 // eachBucket calls fn with each bucket, sub-buckets included.
@@ -450,9 +440,9 @@ func (r *registry) eachOwner(fn func(owner uint64)) {
 }
 
 // drop unlinks gs, the implicit state of an exited goroutine whose owner word
-// is owner, from its chain, and reports whether it did. Only a sweep calls
-// it, with sweepMu held; it writes nothing of gs, which goes to the garbage
-// collector with its context.
+// is owner, from its chain (an implicit state is never a slot), and reports
+// whether it did. Only a sweep calls it, with sweepMu held; it writes
+// nothing of gs, which goes to the garbage collector with its context.
 func (r *registry) drop(gs *gstate, owner uint64) bool {
 	if atomic.LoadUint64(&gs.owner) != owner {
 		return false // not the state the sweep listed
@@ -465,28 +455,4 @@ func (r *registry) drop(gs *gstate, owner uint64) bool {
 		r.implicit.Add(-1)
 	}
 	return ok
-}
-
-// pruneFree unlinks the free states that are not their chain's head: frees
-// leave them behind when another state was pushed in front meanwhile. Only a
-// sweep calls it. It takes each such state from 0 to ownerUnlinked by
-// compare-and-swap before unlinking it, so a claim racing with it either
-// took the state first (and it stays) or fails and looks on.
-func (r *registry) pruneFree() {
-	r.eachBucket(func(b *bucket) {
-		if head := b.head.Load(); head == nil || head.next.Load() == nil {
-			return
-		}
-		b.mu.Lock()
-		for p := b.head.Load(); p != nil; {
-			n := p.next.Load()
-			if n != nil && atomic.CompareAndSwapUint64(&n.owner, 0, ownerUnlinked) {
-				p.next.Store(n.next.Load())
-				b.n.Add(-1)
-				continue
-			}
-			p = n
-		}
-		b.mu.Unlock()
-	})
 }

@@ -38,9 +38,10 @@ func snap() regSnap {
 	return s
 }
 
-// TestRegistry_runExitPathsLeaveRegistryAsFound: in a bucket where this goroutine's state (if any)
-// is behind the head, every way in and out of Run leaves the registry as it
-// found it, with and without an implicit context.
+// TestRegistry_runExitPathsLeaveRegistryAsFound: in a bucket where this
+// goroutine's state (if any) is behind the head, and its slot held by
+// another goroutine (behind), or not, every way in and out of Run leaves the
+// registry as it found it, with and without an implicit context.
 func TestRegistry_runExitPathsLeaveRegistryAsFound(t *testing.T) {
 	v := NewVar[int]("v")
 	for _, implicit := range []bool{false, true} {
@@ -48,12 +49,24 @@ func TestRegistry_runExitPathsLeaveRegistryAsFound(t *testing.T) {
 			t.Run(fmt.Sprintf("implicit=%v/behind=%v", implicit, behind), func(t *testing.T) {
 				sweepNow()
 				var wg sync.WaitGroup
-				setUp, headIn, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
-				sameSlot(2, &wg, func(i int) {
-					if i == 1 {
-						<-setUp
+				setUp, slotIn, headIn, done := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
+				sameSlot(3, &wg, func(i int) {
+					switch i {
+					case 2: // holds the bucket's slot, if behind
 						if behind {
-							_ = New().Run(func() error { close(headIn); <-done; return nil })
+							_ = New().Run(func() error { close(slotIn); <-done; return nil })
+						} else {
+							close(slotIn)
+						}
+						return
+					case 1: // holds the head of the chain, if behind
+						<-setUp
+						<-slotIn
+						if behind {
+							v.Set(1) // implicit: pushed on the chain
+							close(headIn)
+							<-done
+							DropImplicit()
 						} else {
 							close(headIn)
 						}
@@ -394,7 +407,7 @@ func TestRegistry_sameBucketStormInSynctest(t *testing.T) {
 // other mode, outside any Run holding an implicit context), loops over
 // CopyContext, Lookup, Set/Reset, Get, nested Run and a switch hook that
 // reads vars, while same-bucket goroutines push implicit states in front of
-// B's and exit, and sweeps drop them and prune free states.
+// B's and exit, and sweeps drop them.
 func TestRegistry_copyLookupResetWhileHeadsDrop(t *testing.T) {
 	if runtime.GOMAXPROCS(0) < 2 {
 		t.Skip("needs two Ps: one goroutine spins on its lookups while the sweeps run on another; on one P each preemption slice costs 10 ms")

@@ -330,12 +330,12 @@ func TestRegistry_claimWhenSlotTaken(t *testing.T) {
 	close(release2)
 	wg.Wait()
 	_, free := chainOf(goroutineID())
-	assert.LessOrEqual(t, free, 1, "the chain keeps at most one free state")
+	assert.Zero(t, free, "the chain keeps no free state")
 }
 
 // TestRegistry_sameBucketChurn: goroutines that share a bucket claim and
-// free states over and over (at the head of the chain and behind it), while
-// sweeps prune free states and drop exited goroutines' ones: a goroutine
+// free states over and over (in the slot, at the head of the chain and
+// behind it), while sweeps drop exited goroutines' ones: a goroutine
 // must never lose its state or see another's.
 func TestRegistry_sameBucketChurn(t *testing.T) {
 	const n = 8
@@ -379,9 +379,12 @@ func TestRegistry_sameBucketChurn(t *testing.T) {
 	stopSweeps()
 }
 
-// statesOf counts the states in id's chains (its home bucket's and its
-// sub-bucket's) whose owner word is id.
+// statesOf counts the states whose owner word is id in id's home bucket:
+// its slot, and its chains (its own and its sub-bucket's).
 func statesOf(id uint64) (n int) {
+	if atomic.LoadUint64(&reg.bucketOf(id).slot.owner) == id {
+		n++
+	}
 	for _, b := range chainsOf(id) {
 		for gs := b.head.Load(); gs != nil; gs = gs.next.Load() {
 			if atomic.LoadUint64(&gs.owner)&^ownerImplicit == id {
@@ -458,18 +461,14 @@ func chainOf(id uint64) (length, free int) {
 	return length, free
 }
 
-// TestReview_runOnlyChurnLeavesFreeStates: goroutines that share a bucket
-// enter and leave Runs in a loop, with no implicit context anywhere, so no
-// sweep (and no pruneFree) ever runs. A free of the head that races with a
-// push in front leaves a free state behind the head; only pruneFree removes
-// it. Count what the chain holds afterwards.
-
-// TestRegistry_runOnlyChurnKeepsOneFreeState: goroutines that share a bucket
-// and only ever Run (so no sweep prunes anything) leave at most one free
-// state in their chain. Found by the review of issue #17: a free of the head
-// racing with a push in front of it left a free state behind the head for
-// good, and such states piled up linearly with the Runs.
-func TestRegistry_runOnlyChurnKeepsOneFreeState(t *testing.T) {
+// TestRegistry_runOnlyChurnKeepsNoFreeState: goroutines that share a bucket
+// and only ever Run (so no sweep runs) leave no free state in their chain.
+// Found by the review of issue #17, when a chain kept its free head for
+// reuse: a free of the head racing with a push in front of it left a free
+// state behind the head for good, and such states piled up linearly with
+// the Runs. Now a chain keeps no free state at all (the bucket's slot is
+// where a free state stays).
+func TestRegistry_runOnlyChurnKeepsNoFreeState(t *testing.T) {
 	const n = 8
 	iters := 5000
 	if long() {
@@ -491,7 +490,8 @@ func TestRegistry_runOnlyChurnKeepsOneFreeState(t *testing.T) {
 	wg.Wait()
 	length, free := chainOf(bucketID)
 	t.Logf("after %d Runs on %d same-bucket goroutines: chain of %d states, %d free", n*iters, n, length, free)
-	assert.LessOrEqual(t, free, 1, "at most one free state per bucket")
+	assert.Zero(t, free, "no free state in a chain")
+	assert.Zero(t, atomic.LoadUint64(&reg.bucketOf(bucketID).slot.owner), "the slot is free again")
 }
 
 // TestRegistry_lookupWhileSweepDropsHead is a goroutine B inside a Run whose
@@ -632,20 +632,20 @@ func TestRegistry_crowdedBucket(t *testing.T) {
 // sub-bucket, at the registry's level (ids that no goroutine has, each used
 // by one goroutine): states of the crowded bucket's own chain stay found,
 // and claims and frees in the sub-bucket, racing with one another and with
-// sweeps' prunes, never lose a state or find another's.
+// sweeps, never lose a state or find another's.
 func TestRegistry_subBucketChurn(t *testing.T) {
 	iters := 2000
 	if long() {
 		iters = 20000
 	}
 	home := bucketIndex(goroutineID() + 1<<40)
-	legacy := idsOf(crowded, func(id uint64) bool { return bucketIndex(id) == home })
+	legacy := idsOf(crowded+1, func(id uint64) bool { return bucketIndex(id) == home })
 	hb := &reg.buckets[home]
 	var held []*gstate
 	for _, id := range legacy {
 		held = append(held, reg.lookupOrClaim(id))
 	}
-	require.NotNil(t, hb.sub.Load(), "crowded by %d states", crowded)
+	require.NotNil(t, hb.sub.Load(), "crowded by %d states and the slot", crowded)
 	sub := subIndex(legacy[len(legacy)-1] + 1)
 	churners := idsOf(6, func(id uint64) bool {
 		return id > legacy[len(legacy)-1] && bucketIndex(id) == home && subIndex(id) == sub
@@ -690,4 +690,50 @@ func TestRegistry_subBucketChurn(t *testing.T) {
 	b := &hb.sub.Load()[sub]
 	assert.Nil(t, b.head.Load(), "the sub-bucket keeps no state")
 	assert.Zero(t, b.n.Load())
+}
+
+// TestRegistry_firstRunTakesFreeSlot: a goroutine whose bucket's slot is free
+// takes it for its Run (allocating no state), frees it as the Run returns,
+// and its nested Runs use it too; a Set outside any Run never takes it.
+func TestRegistry_firstRunTakesFreeSlot(t *testing.T) {
+	v := NewVar[int]("v")
+	for tries := 0; ; tries++ {
+		require.Less(t, tries, 1000, "no goroutine found its bucket's slot free")
+		done := make(chan bool)
+		go func() {
+			id := goroutineID()
+			hb := reg.bucketOf(id)
+			if atomic.LoadUint64(&hb.slot.owner) != 0 {
+				done <- false // another goroutine's: try another id
+				return
+			}
+			var inRun, inNested *gstate
+			_ = New().Run(func() error {
+				inRun = state()
+				v.Set(1)
+				_ = New().Run(func() error { inNested = state(); return nil })
+				return nil
+			})
+			if inRun != &hb.slot {
+				// Taken meanwhile by another test's goroutine: try
+				// another id.
+				done <- false
+				return
+			}
+			assert.Equal(t, inRun, inNested, "a nested Run uses the slot")
+			assert.Zero(t, atomic.LoadUint64(&hb.slot.owner), "freed as the Run returns")
+			assert.Nil(t, hb.slot.current)
+			v.Set(2) // implicit: on the chain, not in the free slot
+			gs := state()
+			assert.NotEqual(t, &hb.slot, gs)
+			assert.False(t, isSlot(gs))
+			assert.Zero(t, atomic.LoadUint64(&hb.slot.owner))
+			assert.True(t, dropImplicit())
+			assert.Nil(t, state())
+			done <- true
+		}()
+		if <-done {
+			return
+		}
+	}
 }

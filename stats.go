@@ -17,14 +17,18 @@ type Stats struct {
 	// Implicit is the number of implicit contexts held, those of exited
 	// goroutines included until a sweep drops them.
 	Implicit int
-	// Overflow is how many of the Goroutines are not first in their
-	// registry bucket (or sub-bucket), so that their lookups walk a
-	// chain: few while fewer than a few thousand goroutines use the
+	// Overflow is how many of the Goroutines are neither in their
+	// registry bucket's slot nor first in its chain (or a sub-bucket's),
+	// so that their lookups walk a chain: few while fewer than a few thousand goroutines use the
 	// package at once, and chains stay short beyond (registry.go).
 	Overflow int
-	// Retained is the number of free goroutine states kept for reuse:
-	// at most one per registry bucket (4096), whether or not a sweep has
-	// run: a free keeps a state only at the head of its bucket's chain.
+	// Retained is the number of free goroutine states kept for reuse
+	// outside the registry's fixed memory: always 0, as a free keeps a
+	// state only in its bucket's slot, a part of the registry (1 MiB in
+	// all, see the README's "The registry").
+	//
+	// Deprecated: the registry keeps no free state on the heap; Retained
+	// is always 0, and stays so that code reading it still compiles.
 	Retained int
 
 	// Sweeps is the number of sweeps done since the process started, and
@@ -41,7 +45,7 @@ type Stats struct {
 // does not wait for a sweep in progress (whose counts it leaves out).
 func ReadStats() Stats {
 	var s Stats
-	s.Retained = reg.eachState(func(_ *gstate, owner uint64, overflow bool) {
+	reg.eachState(func(_ *gstate, owner uint64, overflow bool) {
 		s.Goroutines++
 		if owner&ownerImplicit != 0 {
 			s.Implicit++

@@ -346,7 +346,6 @@ func (r *registry) sweepLocked(bubbled bool) bool {
 			dropped++
 		}
 	}
-	r.pruneFree()
 	r.kept = r.implicit.Load()
 	r.sweepAt.Store(max(minSweep, 2*r.kept))
 	r.statsMu.Lock()

@@ -30,10 +30,7 @@ package contextvars
 // buffering": TestWord_leaveIsSequentiallyConsistent): after a Run returns,
 // its caller's load of a word another goroutine stored before trying to
 // enter the context misses that store, and the other goroutine still finds
-// the context entered. So a nested Run's leave stays sync/atomic's, and so
-// does a store that must be seen before the writer's next load of another
-// word (Dekker's pattern: registry.free's store of an owner word and its
-// load of the bucket's head).
+// the context entered. So a nested Run's leave stays sync/atomic's.
 
 import "sync/atomic"
 
