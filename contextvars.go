@@ -112,8 +112,8 @@
 //
 // Var.Get and a nested Context.Run take no lock and allocate nothing; a
 // goroutine's outermost Run claims and frees its state with an atomic
-// operation each, and takes a short lock only when other goroutines hold its
-// registry bucket. A Set of a var the context holds already changes the
+// operation each, and takes a short lock only when another goroutine holds
+// its registry bucket's slot. A Set of a var the context holds already changes the
 // context's own binding in place and allocates nothing but its token, and
 // not that where the token does not outlive the caller (see Var.Set); a Set
 // of a new var, or the first after a copy, makes a binding and copies one

@@ -7,9 +7,11 @@ package contextvars
 // claims a state in one call.)
 //
 // Invariant: only the goroutine that owns a gstate reads or writes its
-// fields after owner, so they need no synchronization; a gstate changes
-// hands only through compare-and-swaps of owner (registry.go), which order
-// one owner's writes before the next owner's. A goroutine that finds its
+// fields after owner, so they need no synchronization. Only a bucket's slot
+// changes hands (a chain state serves one goroutine and is unlinked): its
+// owner's free stores 0 in owner and the next owner's claim swaps its id in
+// (registry.go), atomics that order one owner's writes before the next
+// owner's. A goroutine that finds its
 // state has a current context: it is inside a Run, or holds an implicit
 // context. The lookup cache refers only to tries that the goroutine's
 // contexts hold anyway: it is cleared whenever the current trie is replaced
@@ -26,9 +28,10 @@ type gstate struct {
 	// (whose first word is 8-byte aligned), and owner's atomics need it.
 	_ [0]atomic.Uint64
 
-	// owner is the id of the goroutine whose state this is, with flags, or
-	// 0 if the state is free (see registry.go). It is read and changed
-	// with sync/atomic only.
+	// owner is the id of the goroutine whose state this is, with flags; 0
+	// if the state is a free slot, ownerUnlinked if it is a chain state
+	// unlinked (see registry.go). It is read and changed with sync/atomic
+	// only.
 	owner uint64
 
 	// next links the states of one registry bucket (registry.go): read
@@ -52,8 +55,8 @@ type gstate struct {
 
 	// nextID is the next of the idsLeft context ids left in the block
 	// this state hands out (newContextID); taking ids in blocks keeps
-	// goroutines off one shared counter. The block passes on with the
-	// state to its next owner.
+	// goroutines off one shared counter. A slot's block passes on with it
+	// to its next owner.
 	nextID  uint64
 	idsLeft uint32
 
@@ -69,10 +72,11 @@ type gstate struct {
 	home *bucket
 
 	// The fields above are all a goroutine's Run, Set and Get and its
-	// state's free touch (home only for a chain state's): they fit in the
+	// state's free touch (home only for a chain state's), but for the
+	// lookup cache of a context of more than one var: they fit in the
 	// state's first 64 bytes, one cache line (a 192-byte object is 64-byte
 	// aligned), which a new goroutine usually misses, as states are spread
-	// over the buckets. (A slot's sit beside its bucket's: see
+	// over the buckets. (A slot's hot fields sit beside its bucket's: see
 	// homeBucket.slot.)
 
 	// cache remembers the last lookups of vars in tries of more than one

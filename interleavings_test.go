@@ -21,10 +21,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// checkTops checks the invariant behind bucket.top: every state claimed in
+// checkTops checks the invariant behind bucket.top: every state pushed on
 // a chain has an id no higher than its bucket's top, and sits in its home
-// bucket (or sub-bucket). The owner is loaded before top, as a claim raises top before it
-// writes the owner.
+// bucket (or sub-bucket). The owner is loaded before top, as a push raises
+// top before it publishes the state.
 func checkTops(t *testing.T) (bad int) {
 	t.Helper()
 	check := func(b *bucket, i, j int) {
@@ -62,8 +62,9 @@ func checkTops(t *testing.T) (bad int) {
 
 // TestRegistry_lowerIDClaimsAfterHigher: goroutine ids are handed out in
 // per-P batches, so a goroutine with a lower id can claim a state after one
-// with a higher id in its bucket. Here L (lower id) claims after H, then M
-// pushes in front of L, so L's every lookup takes the slow path, which must
+// with a higher id in its bucket. Here, with the bucket's slot held, L
+// (lower id) pushes after H, then M pushes in front of L, so L's every
+// lookup takes the slow path, which must
 // still find L's one state: through Set outside Run, nested Runs, Reset,
 // DropImplicit, and after H and M leave.
 func TestRegistry_lowerIDClaimsAfterHigher(t *testing.T) {
@@ -170,6 +171,9 @@ func TestRegistry_lowerIDClaimsAfterHigher(t *testing.T) {
 			}
 		}
 	}
+	// The slot held, so that H, L and M go on the chain (H's push raises
+	// top above L's id before L pushes).
+	defer holdSlot(t, bucketIndex(low))()
 	h := spawnHigher(hIn, releaseH)
 	goL <- struct{}{}
 	// Wait until L has its state (it is then the head).
@@ -181,7 +185,7 @@ func TestRegistry_lowerIDClaimsAfterHigher(t *testing.T) {
 	goL <- struct{}{}
 	<-doneL
 	close(releaseH) // H is behind the head: unlinked
-	close(releaseM) // M is the head: freed in place
+	close(releaseM) // M is the head: unlinked
 	// Wait for both to leave.
 	for statesOf(h)+statesOf(m) != 0 {
 		runtime.Gosched()

@@ -21,9 +21,10 @@ package contextvars
 // crowded states gets numSub sub-buckets of its own (homeBucket.sub), made
 // once and kept, and its goroutines push states there, by more bits of the
 // same hash, while its own chain is crowded (and its slot taken); the
-// states already in its chain stay there. So a lookup walks at most about crowded states of
-// the bucket's own chain, and a chain of its sub-bucket, which is short up
-// to numBuckets × numSub × crowded goroutines (half a million). Nothing
+// states already in its chain stay there. So a lookup walks at most about
+// crowded states of the bucket's own chain, and a chain of its sub-bucket,
+// which is short up to numBuckets × numSub × crowded goroutines (half a
+// million). Nothing
 // else grows, and nothing freezes or moves: a state stays in the chain it
 // was pushed on (gstate.home) until it is freed or dropped. (Moving a
 // state to another chain would send a lookup standing on it into that
@@ -72,9 +73,10 @@ package contextvars
 //     for a wait.
 //
 // Locks: lookups (Var.Get, Set, entering a Run whose goroutine already has a
-// state) take none. A claim that finds the slot taken, and a free of a
-// chain state, take the bucket's mutex for one push or unlink. Sweeps take
-// each bucket's mutex for the unlinks in it, and never block lookups.
+// state) take none. A claim that finds the slot taken, a new implicit
+// context, and a free of a chain state take the bucket's mutex for one push
+// or unlink. Sweeps take each bucket's mutex for the unlinks in it, and
+// never block lookups.
 
 import (
 	"sync"
@@ -99,10 +101,11 @@ const (
 // has been idle: so a bucket whose chain reaches crowded states gets numSub
 // sub-buckets (see the file comment), and at 100,000 goroutines a lookup
 // walks two or three states, not 24. The buckets with their slots take
-// 4096 × 256 bytes, 1 MiB, of static memory (its pages are touched as
-// goroutines land in them), and the registry keeps no other free state; the
-// sub-buckets, once made, take at most 4096 × numSub × 32 bytes, 2 MiB, after
-// a peak of some 30,000 states or more: goroutines inside Runs, or implicit
+// 4096 × 256 bytes, 1 MiB, of static memory (resident as goroutines write
+// in them, scanned by every garbage collection), and the registry keeps no
+// other free state; the sub-buckets, once made, take at most 4096 × numSub
+// × 32 bytes, 2 MiB, after a peak of some 37,000 states or more (a slot and
+// crowded chain states per bucket): goroutines inside Runs, or implicit
 // contexts, those of exited goroutines waiting for a sweep included. Once a
 // peak has passed, a crowded bucket's goroutines push on its own chain again
 // (homeBucket.chainFor), so the fast paths are as before it.
@@ -163,8 +166,9 @@ type homeBucket struct {
 	// and the fields a Run touches up to dropPending follow head, top and
 	// sub, in the bucket's first 96 bytes: so a new goroutine's first
 	// Run, which usually misses them (its bucket is one of 4096), misses
-	// two adjacent cache lines (the registry is on a 32-byte boundary,
-	// and a bucket 256 bytes), not a bucket and then a state elsewhere.
+	// two adjacent cache lines (on 64-bit platforms, where the linker puts
+	// the registry on a 32-byte boundary, and a bucket is 256 bytes), not
+	// a bucket and then a state elsewhere.
 	slot gstate
 
 	_ [256 - slotOffset - unsafe.Sizeof(gstate{})]byte // 256 bytes in all
@@ -211,10 +215,10 @@ func (hb *homeBucket) chainFor(id uint64) *bucket {
 
 // find returns the state in b's chain whose owner is id, or nil: a walk
 // from a head it loads itself (see lookupSlow), unless no goroutine as
-// high as id ever claimed a state in b.
+// high as id ever pushed a state on b.
 func (b *bucket) find(id uint64) *gstate {
 	if id > b.top.Load() {
-		return nil // never claimed here: see bucket.top
+		return nil // never pushed here: see bucket.top
 	}
 	for gs := b.head.Load(); gs != nil; gs = gs.next.Load() {
 		if atomic.LoadUint64(&gs.owner)&^ownerImplicit == id {
@@ -394,8 +398,8 @@ func (r *registry) free(gs *gstate, owner uint64) {
 }
 
 // isSlot reports whether gs is a bucket's slot: whether its address lies in
-// the registry's array, which costs no load (a slot's home, nil, lies on a
-// cache line of the bucket that a Run does not otherwise touch).
+// the registry's array, which costs no load (a slot's home, nil, may lie on
+// a cache line a Run does not otherwise touch).
 func isSlot(gs *gstate) bool {
 	return uintptr(unsafe.Pointer(gs))-uintptr(unsafe.Pointer(&reg.buckets)) < unsafe.Sizeof(reg.buckets)
 }

@@ -171,6 +171,7 @@ func TestRegistry_runExitPathsLeaveRegistryAsFound(t *testing.T) {
 // an outermost Run, with and without an implicit context; its state must be
 // freed (no implicit) or kept as it was (implicit, then swept after exit).
 func TestRegistry_goexitBehindHead(t *testing.T) {
+	defer holdSlot(t, bucketIndex(goroutineID()))() // so that both go on the chain
 	v := NewVar[int]("v")
 	for _, implicit := range []bool{false, true} {
 		sweepNow()
@@ -191,6 +192,9 @@ func TestRegistry_goexitBehindHead(t *testing.T) {
 			close(setUp)
 			<-headIn
 			defer close(done)
+			if implicit && reg.atHome(goroutineID()) != nil {
+				t.Errorf("state should be behind the head")
+			}
 			defer func() {
 				// deferred after Goexit: state as before the Run
 				if implicit {

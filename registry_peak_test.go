@@ -45,7 +45,7 @@ func peakOfIDs(n int, keep func(b uint64) bool) {
 // TestRegistry_runAfterPeakOfRealGoroutines: 12 goroutines of the test
 // goroutine's home bucket sit inside Runs at once, then leave. The peak is
 // over; the test goroutine, alone in its bucket again, enters Runs. On the
-// parent its Run claims the bucket's free head (no allocation, and its Gets
+// parent its Run takes the bucket's slot (no allocation, and its Gets
 // are answered by atHome); on c6f9b33 every outermost Run allocates a state
 // in a sub-bucket and takes its mutex twice, and no Get ever hits atHome,
 // for good.

@@ -50,7 +50,7 @@ func sweepNow() {
 
 // pushExited makes a goroutine of bucket home set a var outside Run (its
 // implicit state goes in front of the chain) and exit, or (free=true) run
-// and leave a Run so that a free state is left; returns its id.
+// and leave a Run (which leaves nothing); returns its id.
 func pushExited(home uint64, v *Var[int], free bool) uint64 {
 	for {
 		done := make(chan uint64)
@@ -250,6 +250,32 @@ func TestRegistry_runExitsDuringSweeps(t *testing.T) {
 	sweeps.Wait()
 }
 
+// holdSlot takes the slot of bucket home for a goroutine of that bucket
+// parked inside a Run, so that the Runs of the bucket's other goroutines
+// go on its chain (if another goroutine holds the slot already, the parked
+// one is on the chain, and the slot taken all the same); release ends the
+// Run.
+func holdSlot(t *testing.T, home uint64) (release func()) {
+	t.Helper()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for {
+		in := make(chan bool)
+		wg.Go(func() {
+			if bucketIndex(goroutineID()) != home {
+				in <- false
+				return
+			}
+			_ = New().Run(func() error { in <- true; <-done; return nil })
+		})
+		if <-in {
+			break
+		}
+	}
+	require.NotZero(t, atomic.LoadUint64(&reg.buckets[home].slot.owner), "the slot is held")
+	return func() { close(done); wg.Wait() }
+}
+
 // sameSlot starts goroutines in wg until n of them have ids that share one
 // home bucket, and runs body(i) on the i-th of those; the others exit at once.
 func sameSlot(n int, wg *sync.WaitGroup, body func(i int)) {
@@ -290,7 +316,7 @@ func TestRegistry_claimWhenSlotTaken(t *testing.T) {
 			v.Set(i)
 			entered <- i
 			<-release
-			// Now that all are in, most find their state behind the
+			// Now that all are in, some find their state behind the
 			// head of the chain: a nested Run must find it there and
 			// claim no second one.
 			gs := state()
@@ -318,8 +344,8 @@ func TestRegistry_claimWhenSlotTaken(t *testing.T) {
 			t.Fatal("a goroutine whose home slot is taken could not enter Run")
 		}
 	}
-	// The first crowded of them made the bucket's chain; the bucket got
-	// sub-buckets then, where the others are.
+	// The first took the slot, the next crowded made the bucket's chain;
+	// the bucket got sub-buckets then, where the others are.
 	assert.GreaterOrEqual(t, ReadStats().Overflow, crowded-1, "all but one of the bucket's own chain are behind its head")
 	assert.NotNil(t, reg.bucketOf(goroutineID()).sub.Load(), "a crowded bucket gets sub-buckets")
 	close(release)
@@ -406,11 +432,14 @@ func chainsOf(id uint64) []*bucket {
 }
 
 // TestRegistry_nestedRunBehindHead: a goroutine inside a Run whose state is
-// not its chain's head (another goroutine of its bucket registered after it)
-// enters a nested Run. enter looks only at the head (atHome) before
-// claiming, so it claims a second state for the same goroutine.
+// not its chain's head (another goroutine of its bucket registered after it,
+// and the bucket's slot is held) enters a nested Run. enter looked only at
+// the head (atHome) before claiming, so it claimed a second state for the
+// same goroutine.
 func TestRegistry_nestedRunBehindHead(t *testing.T) {
+	defer holdSlot(t, bucketIndex(goroutineID()))()
 	firstIn, secondIn, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var behind bool
 	var wg sync.WaitGroup
 	var statesInNested, statesInOuter int
 	var nestedAllocs float64
@@ -421,6 +450,7 @@ func TestRegistry_nestedRunBehindHead(t *testing.T) {
 				close(firstIn)
 				<-secondIn // now our state is behind the second's
 				id := goroutineID()
+				behind = reg.atHome(id) == nil
 				statesInOuter = statesOf(id)
 				_ = New().Run(func() error {
 					statesInNested = statesOf(id)
@@ -442,6 +472,7 @@ func TestRegistry_nestedRunBehindHead(t *testing.T) {
 		}
 	})
 	wg.Wait()
+	assert.True(t, behind, "the state is behind the head, and not the slot")
 	assert.Equal(t, 1, statesInOuter)
 	assert.Equal(t, 1, statesInNested, "a nested Run uses the goroutine's one state")
 	t.Logf("allocs per nested Run behind the head: %v (New() itself allocates)", nestedAllocs)
@@ -516,9 +547,14 @@ func TestRegistry_lookupWhileSweepDropsHead(t *testing.T) {
 	var misses atomic.Int64
 	var stop atomic.Bool
 	ready, leaked := make(chan uint64), make(chan bool)
+	idB, slotHeld := make(chan uint64), make(chan struct{})
+	var inSlot bool
 	go func() { // B: inside a Run, getting and setting
+		idB <- goroutineID()
+		<-slotHeld // so that B's state goes on the chain
 		_ = New().Run(func() error {
 			v.Set(1)
+			inSlot = isSlot(state())
 			ready <- goroutineID()
 			for !stop.Load() {
 				if _, ok := v.Get(); !ok {
@@ -531,7 +567,10 @@ func TestRegistry_lookupWhileSweepDropsHead(t *testing.T) {
 		_, ok := v.Get() // outside the Run: nothing
 		leaked <- ok
 	}()
+	defer holdSlot(t, bucketIndex(<-idB))()
+	close(slotHeld)
 	home := bucketIndex(<-ready)
+	require.False(t, inSlot, "B's state is on the chain")
 	for range trials {
 		// A: a goroutine of B's bucket sets a var outside any Run, which
 		// pushes its implicit state in front of B's, and exits.
@@ -562,8 +601,8 @@ func idsOf(n int, keep func(id uint64) bool) []uint64 {
 // TestRegistry_crowdedBucket: goroutines of one home bucket, more than
 // crowded of them, sit inside Runs and implicit contexts at once. The
 // bucket gets sub-buckets; every goroutine finds its own state (in the
-// bucket's chain or its sub-bucket's) and value; when they are gone, no
-// entry is left, and no sub-bucket keeps a free state.
+// bucket's slot, its chain or its sub-bucket's) and value; when they are
+// gone, no entry is left, and no sub-bucket keeps a free state.
 func TestRegistry_crowdedBucket(t *testing.T) {
 	const n = 3 * crowded
 	v := NewVar[int]("v")

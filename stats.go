@@ -19,8 +19,9 @@ type Stats struct {
 	Implicit int
 	// Overflow is how many of the Goroutines are neither in their
 	// registry bucket's slot nor first in its chain (or a sub-bucket's),
-	// so that their lookups walk a chain: few while fewer than a few thousand goroutines use the
-	// package at once, and chains stay short beyond (registry.go).
+	// so that their lookups walk a chain: few while fewer than a few
+	// thousand goroutines use the package at once, and chains stay short
+	// beyond (registry.go).
 	Overflow int
 	// Retained is the number of free goroutine states kept for reuse
 	// outside the registry's fixed memory: always 0, as a free keeps a

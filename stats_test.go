@@ -127,10 +127,10 @@ func TestForbidImplicit(t *testing.T) {
 }
 
 // TestRegistry_shrinksAfterBurst is defect 5 of the registry's review: after
-// a burst of concurrent Runs all return, the registry keeps no entry and at
-// most numBuckets free states, and the heap goes back near where it was, but
-// for the sub-buckets of crowded buckets, at most 2 MiB (the old registry
-// kept its peak: 131,072 slots and 100,000 states).
+// a burst of concurrent Runs all return, the registry keeps no entry and no
+// free state outside its slots, and the heap goes back near where it was,
+// but for the sub-buckets of crowded buckets, at most 2 MiB (the first
+// registry kept its peak: a table of 131,072 entries and 100,000 states).
 func TestRegistry_shrinksAfterBurst(t *testing.T) {
 	n := 100_000
 	if raceEnabled || !long() {
