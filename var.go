@@ -144,7 +144,8 @@ func (v *Var[T]) current() *node {
 // replaces once), and the token does not outlive the caller: a dropped
 // token, or defer v.Set(x).Reset(), stays on the caller's stack where the
 // compiler inlines Set, as it does at ordinary call sites (in a closure
-// nested in an inlined closure it may not). A token the caller keeps is one
+// nested in an inlined closure it may not, nor on 32-bit platforms, where
+// Reset's 64-bit atomics let it escape). A token the caller keeps is one
 // allocation. Otherwise Set makes a new binding, and a var new to the
 // context, or a write after a copy, copies the trie nodes on its path, one
 // per level.
