@@ -34,11 +34,28 @@ type gstate struct {
 	// only.
 	owner uint64
 
+	// nextID is the next of the idsLeft context ids left in the block
+	// this state hands out (newContextID); taking ids in blocks keeps
+	// goroutines off one shared counter. A slot's block passes on with it
+	// to its next owner.
+	nextID  uint64
+	idsLeft uint32
+
+	cached bool // some entry of cache may be set
+
+	// dropPending asks the outermost Run, as it restores the implicit
+	// context, to drop it: DropImplicit was called inside a Run.
+	dropPending bool
+
+	// hooked is set whenever hookCtx is, so that a slot's free, which
+	// must leave hookCtx nil, need not touch its cache line otherwise.
+	hooked bool
+
+	current *Context // the context the goroutine runs in; nil: none
+
 	// next links the states of one registry bucket (registry.go): read
 	// with atomic loads by anyone, stored by the bucket's mutex holder.
 	next atomic.Pointer[gstate]
-
-	current *Context // the context the goroutine runs in; nil: none
 
 	// implicit is the goroutine's implicit context (made by a Set outside
 	// any Run), or nil. The goroutine is outside any Run exactly when
@@ -52,19 +69,6 @@ type gstate struct {
 	// (Context.valueLeaf). nil otherwise; every free clears it, so that
 	// it never names a context another goroutine may write.
 	hookCtx *Context
-
-	// nextID is the next of the idsLeft context ids left in the block
-	// this state hands out (newContextID); taking ids in blocks keeps
-	// goroutines off one shared counter. A slot's block passes on with it
-	// to its next owner.
-	nextID  uint64
-	idsLeft uint32
-
-	cached bool // some entry of cache may be set
-
-	// dropPending asks the outermost Run, as it restores the implicit
-	// context, to drop it: DropImplicit was called inside a Run.
-	dropPending bool
 
 	// home is the bucket whose chain the state is in (registry.go): set
 	// before the state is published, and never changed; nil for a
@@ -100,7 +104,7 @@ type gstate struct {
 // panics or exits the goroutine, hookCtx stays set until the Run's exit
 // clears it (Context.exit).
 func (gs *gstate) callHooks(hs *hookList, prev, c *Context) {
-	gs.hookCtx = prev
+	gs.hookCtx, gs.hooked = prev, true
 	hs.call(prev, c)
 	gs.hookCtx = nil
 }

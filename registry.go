@@ -135,7 +135,6 @@ type registry struct {
 // bucket is one chain of states; see the file comment.
 type bucket struct {
 	head atomic.Pointer[gstate] // read without a lock; stored with mu held
-	mu   sync.Mutex             // held to push or unlink a state
 
 	// top is at least the highest id that ever pushed a state here. A
 	// goroutine with a higher id has no state in the chain, so its first
@@ -148,18 +147,14 @@ type bucket struct {
 	// n is the number of states in the chain: changed with mu held,
 	// read without it to see whether a home bucket is crowded.
 	n atomic.Int32
+
+	mu sync.Mutex // held to push or unlink a state
 }
 
 // homeBucket is a bucket of the registry's array: a chain, the sub-buckets
 // it gets when it is crowded, and its slot.
 type homeBucket struct {
 	bucket
-
-	// sub is nil until the bucket's chain has held crowded states, then
-	// its sub-buckets, for good: a goroutine whose home this is pushes
-	// its state on sub[subIndex(id)] while the chain is crowded and the
-	// slot is taken (homeBucket.chainFor).
-	sub atomic.Pointer[[numSub]bucket]
 
 	// slot is the bucket's state in place (see the file comment); its
 	// home is nil (isSlot tells it from a chain state). Its owner word
@@ -171,12 +166,18 @@ type homeBucket struct {
 	// a bucket and then a state elsewhere.
 	slot gstate
 
-	_ [256 - slotOffset - unsafe.Sizeof(gstate{})]byte // 256 bytes in all
+	// sub is nil until the bucket's chain has held crowded states, then
+	// its sub-buckets, for good: a goroutine whose home this is pushes
+	// its state on sub[subIndex(id)] while the chain is crowded and the
+	// slot is taken (homeBucket.chainFor).
+	sub atomic.Pointer[[numSub]bucket]
+
+	_ [256 - slotOffset - unsafe.Sizeof(gstate{}) - 8]byte // 256 bytes in all
 }
 
 // slotOffset is the offset of homeBucket.slot on every platform (gstate's
 // alignment, 8 bytes, puts it there on 32-bit ones too).
-const slotOffset = 40
+const slotOffset = 32
 
 // The slot is where the padding expects it, and its owner word, read and
 // changed with 64-bit atomics, 8-byte aligned: the registry is (as every
@@ -275,15 +276,11 @@ func (r *registry) lookupSlow(id uint64) *gstate {
 //go:noinline
 func (r *registry) lookupOrClaim(id uint64) *gstate {
 	hb := r.bucketOf(id)
-	if hb.sub.Load() != nil {
+	// A home bucket's top covers its sub-buckets' pushes too (pushFor),
+	// so a new goroutine neither walks nor loads sub.
+	if id <= hb.top.Load() {
 		if gs := r.lookupSlow(id); gs != nil {
 			return gs
-		}
-	} else if id <= hb.top.Load() { // else never pushed here: see bucket.top
-		for gs := hb.head.Load(); gs != nil; gs = gs.next.Load() {
-			if atomic.LoadUint64(&gs.owner)&^ownerImplicit == id {
-				return gs
-			}
 		}
 	}
 	// The goroutine has no state, so it may take the slot: as no walk
@@ -292,7 +289,18 @@ func (r *registry) lookupOrClaim(id uint64) *gstate {
 	if atomic.CompareAndSwapUint64(&hb.slot.owner, 0, id) || atomic.LoadUint64(&hb.slot.owner) == id {
 		return &hb.slot
 	}
-	return hb.chainFor(id).push(id)
+	return hb.pushFor(id)
+}
+
+// pushFor pushes a new state for owner, a goroutine of hb that has none, on
+// hb.chainFor's chain, raising hb's top first also when that chain is a
+// sub-bucket's, so that lookupOrClaim's test of hb's top is exact.
+func (hb *homeBucket) pushFor(owner uint64) *gstate {
+	id := owner & ownerIDMask
+	if id > hb.top.Load() {
+		hb.raiseTop(id)
+	}
+	return hb.chainFor(id).push(owner)
 }
 
 // acquireImplicit makes a state, marked ownerImplicit, for the calling
@@ -303,7 +311,7 @@ func (r *registry) lookupOrClaim(id uint64) *gstate {
 //
 //go:noinline
 func (r *registry) acquireImplicit(id uint64) *gstate {
-	gs := r.bucketOf(id).chainFor(id).push(id | ownerImplicit)
+	gs := r.bucketOf(id).pushFor(id | ownerImplicit)
 	if r.implicit.Add(1) >= r.sweepAt.Load() {
 		r.maybeSweep()
 	}
@@ -376,19 +384,29 @@ func (b *bucket) unlinkLocked(gs *gstate) bool {
 // exit's leaveBeforeFree, a release store just before it, relies on that
 // (word.go).
 func (r *registry) free(gs *gstate, owner uint64) {
-	gs.current, gs.implicit, gs.dropPending, gs.hookCtx = nil, nil, false, nil
-	if gs.cached {
-		gs.clearCache()
-	}
-	if owner&ownerImplicit != 0 {
-		r.implicit.Add(-1)
-	}
 	if isSlot(gs) {
+		// A slot never holds an implicit context (see the file
+		// comment), so its implicit and dropPending are clear already:
+		// the writes stay on the cache lines a Run touched.
+		gs.current = nil
+		if gs.hooked {
+			gs.hookCtx, gs.hooked = nil, false
+		}
+		if gs.cached {
+			gs.clearCache()
+		}
 		// The atomic store orders the writes above before the next
 		// owner's claim. Nobody else writes a claimed owner word, so
 		// there is nothing to compare.
 		atomic.StoreUint64(&gs.owner, 0)
 		return
+	}
+	gs.current, gs.implicit, gs.dropPending, gs.hookCtx, gs.hooked = nil, nil, false, nil, false
+	if gs.cached {
+		gs.clearCache()
+	}
+	if owner&ownerImplicit != 0 {
+		r.implicit.Add(-1)
 	}
 	b := gs.home
 	b.mu.Lock()

@@ -154,7 +154,7 @@ func (c *Context) exit(gs *gstate, prev *Context, entered *hookList) {
 // leave c entered, the goroutine's state behind, or a later hook uncalled.
 func (c *Context) exitHooked(gs *gstate, prev *Context, hooks []*SwitchHook) {
 	defer c.exit(gs, prev, hooksCalled) // clears hookCtx
-	gs.hookCtx = prev
+	gs.hookCtx, gs.hooked = prev, true
 	c.callLeave(hooks, gs, prev)
 }
 
