@@ -80,8 +80,8 @@ type gstate struct {
 	// lookup cache of a context of more than one var: they fit in the
 	// state's first 64 bytes, one cache line (a 192-byte object is 64-byte
 	// aligned), which a new goroutine usually misses, as states are spread
-	// over the buckets. (A slot's hot fields sit beside its bucket's: see
-	// homeBucket.slot.)
+	// over the buckets. Those up to current come first: in a slot they
+	// share the bucket's first 64 bytes with its head (homeBucket.slot).
 
 	// cache remembers the last lookups of vars in tries of more than one
 	// var, as CPython's ContextVar caches its last value: reading a var

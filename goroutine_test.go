@@ -131,9 +131,9 @@ func TestDropImplicit_onlyOutsideRun(t *testing.T) {
 // TestGstate_layout: a state is a 192-byte size class of its own, and the
 // fields a goroutine's Run, Set and free touch come before the cache, in the
 // state's first cache line (see gstate); a bucket with its slot is 256 bytes,
-// and what a new goroutine's first Run touches of it (see homeBucket.slot)
-// lies in its first 96 bytes, two cache lines wherever the linker puts the
-// registry (on a 32-byte boundary at least).
+// and what a new goroutine's first Run touches of it before and right
+// after its claim lies in its first 64 bytes, the slot's part from byte 32
+// (see homeBucket.slot).
 func TestGstate_layout(t *testing.T) {
 	if unsafe.Sizeof(uintptr(0)) != 8 {
 		t.Skip("the layout is laid out for 64-bit platforms")
@@ -145,6 +145,13 @@ func TestGstate_layout(t *testing.T) {
 	var hb homeBucket
 	assert.Equal(t, uintptr(256), unsafe.Sizeof(hb))
 	assert.LessOrEqual(t, unsafe.Offsetof(hb.slot)+unsafe.Offsetof(gs.dropPending)+1, uintptr(96))
+	for name, off := range map[string]uintptr{"owner": unsafe.Offsetof(gs.owner), "nextID": unsafe.Offsetof(gs.nextID),
+		"idsLeft": unsafe.Offsetof(gs.idsLeft), "cached": unsafe.Offsetof(gs.cached), "hooked": unsafe.Offsetof(gs.hooked),
+		"current": unsafe.Offsetof(gs.current)} {
+		assert.LessOrEqual(t, unsafe.Offsetof(hb.slot)+off+8, uintptr(64), "the slot's %s is in the bucket's first 64 bytes", name)
+		assert.GreaterOrEqual(t, unsafe.Offsetof(hb.slot)+off, uintptr(32), "the slot's %s is past the first 32", name)
+	}
+	assert.Less(t, unsafe.Offsetof(hb.top), uintptr(32), "top is in the bucket's first 32 bytes")
 	assert.Zero(t, uintptr(unsafe.Pointer(&reg.buckets))%32, "the registry is on a 32-byte boundary")
 }
 

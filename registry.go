@@ -141,7 +141,9 @@ type bucket struct {
 	// lookup need not walk it: goroutine ids only grow, so that is every
 	// new goroutine's. Only a goroutine looks up its own id, and it raises
 	// top before it pushes, so program order makes the test exact for it.
-	// (A slot is no chain's, and raises no top.)
+	// (A slot is no chain's, and raises no top.) A home bucket's top also
+	// covers the pushes on its sub-buckets (homeBucket.pushFor), so that
+	// a new goroutine's claim need not load sub (lookupOrClaim).
 	top atomic.Uint64
 
 	// n is the number of states in the chain: changed with mu held,
@@ -157,13 +159,18 @@ type homeBucket struct {
 	bucket
 
 	// slot is the bucket's state in place (see the file comment); its
-	// home is nil (isSlot tells it from a chain state). Its owner word
-	// and the fields a Run touches up to dropPending follow head, top and
-	// sub, in the bucket's first 96 bytes: so a new goroutine's first
-	// Run, which usually misses them (its bucket is one of 4096), misses
-	// two adjacent cache lines (on 64-bit platforms, where the linker puts
-	// the registry on a 32-byte boundary, and a bucket is 256 bytes), not
-	// a bucket and then a state elsewhere.
+	// home is nil (isSlot tells it from a chain state). What a new
+	// goroutine's first Run reads before its claim and touches right
+	// after it (head and top; the slot's owner, nextID, idsLeft, flags and
+	// current) lies in the bucket's first 64 bytes, the slot's part from
+	// byte 32: on 64-bit platforms, where the linker puts the registry on
+	// a 32-byte boundary and a bucket is 256 bytes, that is one cache line
+	// where the bucket starts one, and else two that the lookup (atHome:
+	// the slot's owner, then head) reads before the claim. So the Run,
+	// which usually misses the bucket (one of 4096), takes its misses
+	// before its claim's locked instruction, not after it, where loads
+	// wait for it; and not a bucket's and then a state's elsewhere. (A
+	// slot's free writes only those fields too: see registry.free.)
 	slot gstate
 
 	// sub is nil until the bucket's chain has held crowded states, then
