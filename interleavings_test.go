@@ -24,7 +24,8 @@ import (
 // checkTops checks the invariant behind bucket.top: every state pushed on
 // a chain has an id no higher than its bucket's top, and sits in its home
 // bucket (or sub-bucket). The owner is loaded before top, as a push raises
-// top before it publishes the state.
+// top before it publishes the state. It also checks that each home
+// bucket's top covers the states of its sub-buckets (checkHomeTops).
 func checkTops(t *testing.T) (bad int) {
 	t.Helper()
 	check := func(b *bucket, i, j int) {
@@ -57,7 +58,7 @@ func checkTops(t *testing.T) (bad int) {
 			}
 		}
 	}
-	return bad
+	return bad + checkHomeTops(t)
 }
 
 // TestRegistry_lowerIDClaimsAfterHigher: goroutine ids are handed out in

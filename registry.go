@@ -191,6 +191,7 @@ const slotOffset = 32
 // variable holding 64-bit atomics), and buckets are 256 bytes apart. (An
 // index out of range fails the build, on each GOARCH: GOARCH=386 go vet.)
 var _ = [1]int{}[unsafe.Offsetof(homeBucket{}.slot)-slotOffset]
+var _ = [1]int{}[unsafe.Sizeof(homeBucket{})-256]
 var _ = [1]int{}[(unsafe.Offsetof(homeBucket{}.slot)+unsafe.Offsetof(gstate{}.owner))%8]
 
 // bucketOf returns the home bucket of goroutine id. Goroutine ids are dense
