@@ -179,7 +179,7 @@ type homeBucket struct {
 	// slot is taken (homeBucket.chainFor).
 	sub atomic.Pointer[[numSub]bucket]
 
-	_ [256 - slotOffset - unsafe.Sizeof(gstate{}) - 8]byte // 256 bytes in all
+	_ [256 - slotOffset - unsafe.Sizeof(gstate{}) - unsafe.Sizeof(atomic.Pointer[[numSub]bucket]{})]byte // 256 bytes in all
 }
 
 // slotOffset is the offset of homeBucket.slot on every platform (gstate's

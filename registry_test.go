@@ -257,29 +257,27 @@ func TestRegistry_runExitsDuringSweeps(t *testing.T) {
 // Run.
 func holdSlot(t *testing.T, home uint64) (release func()) {
 	t.Helper()
-	done := make(chan struct{})
+	in, done := make(chan struct{}), make(chan struct{})
 	var wg sync.WaitGroup
-	for {
-		in := make(chan bool)
-		wg.Go(func() {
-			if bucketIndex(goroutineID()) != home {
-				in <- false
-				return
-			}
-			_ = New().Run(func() error { in <- true; <-done; return nil })
-		})
-		if <-in {
-			break
-		}
-	}
+	inBucket(home, 1, &wg, func(int) {
+		_ = New().Run(func() error { close(in); <-done; return nil })
+	})
+	<-in
 	require.NotZero(t, atomic.LoadUint64(&reg.buckets[home].slot.owner), "the slot is held")
 	return func() { close(done); wg.Wait() }
 }
 
-// sameSlot starts goroutines in wg until n of them have ids that share one
-// home bucket, and runs body(i) on the i-th of those; the others exit at once.
+// sameSlot starts goroutines in wg until n of them have ids that share the
+// calling goroutine's home bucket, and runs body(i) on the i-th of those; the
+// others exit at once.
 func sameSlot(n int, wg *sync.WaitGroup, body func(i int)) {
-	target := bucketIndex(goroutineID())
+	inBucket(bucketIndex(goroutineID()), n, wg, body)
+}
+
+// inBucket starts goroutines in wg until n of them have ids whose home
+// bucket is target, and runs body(i) on the i-th of those; the others exit
+// at once.
+func inBucket(target uint64, n int, wg *sync.WaitGroup, body func(i int)) {
 	for found := 0; found < n; {
 		match := make(chan bool)
 		i := found
