@@ -3,6 +3,7 @@ package contextvars
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -310,6 +311,44 @@ func BenchmarkGoroutineRun(b *testing.B) { benchGoroutineRun(b, 0) }
 // package's two small allocations per goroutine cost mostly the
 // collector's time.
 func BenchmarkGoroutineRunBounded(b *testing.B) { benchGoroutineRun(b, 64) }
+
+// BenchmarkLineTransfer measures the machine, not the package: the time a
+// write to a cache line takes to reach a goroutine spinning on another core,
+// two goroutines passing a counter back and forth in one word (an op is one
+// way). bench/compare prints it beside the goroutine targets: a new
+// goroutine's first Run writes its registry bucket, which a goroutine on
+// another core usually wrote last, so the goroutine's cost includes about
+// one such transfer where the cores do not share a cache (or the bucket's
+// fetch from memory). It is some 20-40 ns between cores that share one on
+// bare metal, and several times that across chiplets and in some VMs.
+func BenchmarkLineTransfer(b *testing.B) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		b.Skip("needs two Ps")
+	}
+	var line struct {
+		_ [64]byte
+		n atomic.Int64
+		_ [56]byte
+	}
+	rounds := int64(b.N+1) / 2 // two transfers each
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range rounds {
+			for line.n.Load() != 2*i+1 {
+			}
+			line.n.Store(2*i + 2)
+		}
+	}()
+	b.ResetTimer()
+	for i := range rounds {
+		line.n.Store(2*i + 1)
+		for line.n.Load() != 2*i+2 {
+		}
+	}
+	b.StopTimer()
+	<-done
+}
 
 // benchGoroutineRun is BenchmarkGoroutineRun, waiting for the goroutines
 // started every batch of them if batch > 0.
