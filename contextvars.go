@@ -126,11 +126,10 @@
 // # Errors
 //
 // Errors returned by this package have messages that start "contextvars: "
-// and keep CPython's wording, naming a var by its name where CPython prints
-// a repr, and never an address, so that the logs of many requests group and
-// grep by message:
+// and keep CPython's wording and reprs, less addresses (and a var's
+// default), so that the logs of many requests group and grep by message:
 //
-//	contextvars: token of var "user" was created in a different Context
+//	contextvars: <Token var=<ContextVar name='user'>> was created in a different Context
 //
 // Test for the cases with errors.Is and the sentinels below. Calls that have no error result and are given a nil
 // *Var or a nil func panic with an error whose message starts
@@ -139,7 +138,6 @@ package contextvars
 
 import (
 	"errors"
-	"strconv"
 )
 
 var (
@@ -203,13 +201,17 @@ func errAlreadyEntered(c *Context) error {
 }
 
 // tokenError returns the message for a refused Reset of a token of the var
-// named name, wrapping sentinel: CPython's wording, with the token named by
-// its var's name where CPython prints its repr. The message holds no
-// address, so that the logs of many requests group and grep by it:
+// named name, wrapping sentinel: CPython's wording, with the token's repr
+// (used tells whether it has been used) less its addresses and the var's
+// default, so that the logs of many requests group and grep by it:
 //
-//	contextvars: token of var "user" was created in a different Context
-func tokenError(sentinel error, name, what string) error {
-	return &cvError{sentinel, "contextvars: token of var " + strconv.Quote(name) + " " + what}
+//	contextvars: <Token var=<ContextVar name='user'>> was created in a different Context
+func tokenError(sentinel error, name string, used bool, what string) error {
+	u := ""
+	if used {
+		u = " used"
+	}
+	return &cvError{sentinel, "contextvars: <Token" + u + " var=<ContextVar name=" + pyQuote(name) + ">> " + what}
 }
 
 // errNilTokenf returns an error wrapping ErrNilToken that says what was nil.

@@ -138,19 +138,19 @@ func (t *Token[T]) consume(k *varCore) (gs *gstate, hasOld bool, err error) {
 	}
 	ts := t.loadState()
 	if ts&tokenUsed != 0 {
-		return nil, false, tokenError(ErrTokenUsed, t.varName(), "has already been used once")
+		return nil, false, tokenError(ErrTokenUsed, t.varName(), true, "has already been used once")
 	}
 	if t.key != k {
-		other := "var " + strconv.Quote(k.name)
+		other := "<ContextVar name=" + pyQuote(k.name) + ">"
 		if k.name == t.varName() {
-			other = "another var of that name"
+			other = "another ContextVar of that name"
 		}
-		return nil, false, tokenError(ErrTokenVar, t.varName(),
+		return nil, false, tokenError(ErrTokenVar, t.varName(), false,
 			"was created by a different ContextVar (Reset of "+other+")")
 	}
 	gs = state()
 	if gs == nil || gs.current == nil || gs.current.id() != ts&ctxIDMask {
-		return nil, false, tokenError(ErrTokenContext, t.varName(), "was created in a different Context")
+		return nil, false, tokenError(ErrTokenContext, t.varName(), false, "was created in a different Context")
 	}
 	// Only the goroutine whose current context is t's gets here, and a
 	// context is current for one goroutine at a time, passed on by its
@@ -209,7 +209,7 @@ func (t *Token[T]) Reset() error {
 }
 
 // String returns a description of t in the form of Python's repr:
-// <Token var=<ContextVar name="v" at 0xc000010000> at 0xc000020000>, with
+// <Token var=<ContextVar name='v' at 0xc000010000> at 0xc000020000>, with
 // "used" after "Token" once t has been reset.
 func (t *Token[T]) String() string {
 	if t == nil {

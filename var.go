@@ -10,8 +10,11 @@ package contextvars
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Key is a var used as a key of a [Context]: any *[Var][T]. It lets the
@@ -203,21 +206,61 @@ func (v *Var[T]) Reset(t *Token[T]) error {
 }
 
 // String returns a description of v in the form of Python's repr:
-// <ContextVar name="v" default=1 at 0xc000010000>. A default that refers back
+// <ContextVar name='v' default=1 at 0xc000010000>. A default that refers back
 // to v (a slice holding v, say) prints as "...", as in Python.
 func (v *Var[T]) String() string {
 	if v == nil {
 		return "<ContextVar nil>"
 	}
 	if !v.hasDef {
-		return fmt.Sprintf("<ContextVar name=%q at %p>", v.c.name, v)
+		return fmt.Sprintf("<ContextVar name=%s at %p>", pyQuote(v.c.name), v)
 	}
 	def := "..."
 	if leave, ok := enterRepr(&v.c); ok {
 		def = fmt.Sprintf("%v", v.def)
 		leave()
 	}
-	return fmt.Sprintf("<ContextVar name=%q default=%s at %p>", v.c.name, def, v)
+	return fmt.Sprintf("<ContextVar name=%s default=%s at %p>", pyQuote(v.c.name), def, v)
+}
+
+// pyQuote returns s quoted as Python's repr quotes a str: in single quotes,
+// or in double quotes if s holds a single quote and no double quote; with
+// the backslash, that quote, tabs, newlines, carriage returns and other
+// characters that are not printable escaped (a byte of invalid UTF-8 as
+// \xNN, which a Python str cannot hold).
+func pyQuote(s string) string {
+	q := byte('\'')
+	if strings.IndexByte(s, '\'') >= 0 && strings.IndexByte(s, '"') < 0 {
+		q = '"'
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 2)
+	b.WriteByte(q)
+	for i, r := range s {
+		switch {
+		case r == '\\' || r == rune(q):
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD"): // an invalid byte
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r < 0x100 && !unicode.IsPrint(r):
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case !unicode.IsPrint(r) && r < 0x10000:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		case !unicode.IsPrint(r):
+			fmt.Fprintf(&b, `\U%08x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte(q)
+	return b.String()
 }
 
 // info returns v's info, making it at a zero Var's first Set (slow path).

@@ -36,12 +36,65 @@ func TestNewVar(t *testing.T) {
 	})
 }
 
+// TestVar_String_quotesNameAsPython: a var's name is quoted as Python's
+// repr quotes a str (the want column is CPython 3.11's repr of the name),
+// in Var.String, Token.String and the token errors alike.
+func TestVar_String_quotesNameAsPython(t *testing.T) {
+	for _, tc := range []struct{ name, want string }{
+		{"a", `'a'`},
+		{"", `''`},
+		{"it's", `"it's"`},
+		{"say \"hi\"", `'say "hi"'`},
+		{"both ' and \"", `'both \' and "'`},
+		{"back\\slash", `'back\\slash'`},
+		{"tab\x09here", `'tab\there'`},
+		{"new\x0aline", `'new\nline'`},
+		{"cr\x0d", `'cr\r'`},
+		{"nul\x00", `'nul\x00'`},
+		{"del\x7f", `'del\x7f'`},
+		{"nbsp\u00a0", `'nbsp\xa0'`},
+		{"\u00e9-\u00fc", `'é-ü'`},
+		{"\u65e5\u672c", `'日本'`},
+		{"ideo\u3000space", `'ideo\u3000space'`},
+		{"zwsp\u200b", `'zwsp\u200b'`},
+		{"emoji\U0001f600", `'emoji😀'`},
+		{"\U000e0001tag", `'\U000e0001tag'`},
+		{"bad\xffbyte", `'bad\xffbyte'`}, // invalid UTF-8, which no Python str holds
+	} {
+		v := contextvars.NewVar[int](tc.name)
+		assert.Equal(t, "<ContextVar name="+tc.want+" at ", v.String()[:len("<ContextVar name="+tc.want+" at ")], "name %q", tc.name)
+		isolated(t, func() {
+			tok := v.Set(1)
+			require.NoError(t, tok.Reset())
+			err := tok.Reset()
+			require.ErrorIs(t, err, contextvars.ErrTokenUsed)
+			assert.Equal(t, "contextvars: <Token used var=<ContextVar name="+tc.want+">> has already been used once", err.Error())
+		})
+	}
+}
+
+// test_token_contextmanager_reentrant and
+// test_token_contextmanager_with_explicit_reset_the_same_token (CPython
+// 3.14): the error of a token used twice matches their regex.
+func TestToken_Reset_usedMessageMatchesCPythonTests(t *testing.T) {
+	isolated(t, func() {
+		c := contextvars.NewVarWithDefault("c", 42)
+		tok := c.Set(36)
+		require.NoError(t, tok.Reset())
+		err := tok.Reset()
+		require.ErrorIs(t, err, contextvars.ErrTokenUsed)
+		assert.Regexp(t, `<Token .+ has already been used once`, err.Error())
+		v, _ := c.Get()
+		assert.Equal(t, 42, v)
+	})
+}
+
 // test_context_var_repr_1 and test_token_repr_1
 func TestVar_String(t *testing.T) {
 	isolated(t, func() {
 		c := contextvars.NewVar[int]("a")
 		assert.Contains(t, c.String(), "a")
-		assert.Regexp(t, `^<ContextVar name="a" at 0x[0-9a-f]+>$`, c.String())
+		assert.Regexp(t, `^<ContextVar name='a' at 0x[0-9a-f]+>$`, c.String())
 
 		d := contextvars.NewVarWithDefault("a", 123)
 		assert.Contains(t, d.String(), "123")
@@ -61,7 +114,7 @@ func TestVar_String(t *testing.T) {
 		assert.Contains(t, tok.String(), " used ")
 
 		tok2 := c.Set(1)
-		assert.Regexp(t, `^<Token var=<ContextVar name="a" at 0x[0-9a-fA-F]+> at 0x[0-9a-fA-F]+>$`, tok2.String())
+		assert.Regexp(t, `^<Token var=<ContextVar name='a' at 0x[0-9a-fA-F]+> at 0x[0-9a-fA-F]+>$`, tok2.String())
 	})
 	var nilVar *contextvars.Var[int]
 	assert.Equal(t, "<ContextVar nil>", nilVar.String())
@@ -192,7 +245,7 @@ func TestVar_Reset(t *testing.T) {
 				return setup{v, tok, inSame(c)}
 			},
 			wantErr: contextvars.ErrTokenUsed,
-			wantMsg: `^contextvars: token of var "v" has already been used once$`,
+			wantMsg: `^contextvars: <Token used var=<ContextVar name='v'>> has already been used once$`,
 		},
 		{
 			name: "other var",
@@ -202,7 +255,7 @@ func TestVar_Reset(t *testing.T) {
 				return setup{contextvars.NewVar[int]("w"), tok, inSame(c)}
 			},
 			wantErr: contextvars.ErrTokenVar,
-			wantMsg: `^contextvars: token of var "v" was created by a different ContextVar \(Reset of var "w"\)$`,
+			wantMsg: `^contextvars: <Token var=<ContextVar name='v'>> was created by a different ContextVar \(Reset of <ContextVar name='w'>\)$`,
 		},
 		{
 			name: "other var of the same name",
@@ -212,7 +265,7 @@ func TestVar_Reset(t *testing.T) {
 				return setup{contextvars.NewVar[int]("v"), tok, inSame(c)}
 			},
 			wantErr: contextvars.ErrTokenVar,
-			wantMsg: `^contextvars: token of var "v" was created by a different ContextVar \(Reset of another var of that name\)$`,
+			wantMsg: `^contextvars: <Token var=<ContextVar name='v'>> was created by a different ContextVar \(Reset of another ContextVar of that name\)$`,
 		},
 		{
 			name: "other context",
@@ -222,7 +275,7 @@ func TestVar_Reset(t *testing.T) {
 				return setup{v, tok, contextvars.New().Run}
 			},
 			wantErr: contextvars.ErrTokenContext,
-			wantMsg: `^contextvars: token of var "v" was created in a different Context$`,
+			wantMsg: `^contextvars: <Token var=<ContextVar name='v'>> was created in a different Context$`,
 		},
 		{
 			name: "other goroutine",
@@ -233,7 +286,7 @@ func TestVar_Reset(t *testing.T) {
 				return setup{v, <-ch, contextvars.New().Run}
 			},
 			wantErr: contextvars.ErrTokenContext,
-			wantMsg: `^contextvars: token of var "v" was created in a different Context$`,
+			wantMsg: `^contextvars: <Token var=<ContextVar name='v'>> was created in a different Context$`,
 		},
 		{
 			name: "used beats other var and context",
