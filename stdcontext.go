@@ -100,7 +100,9 @@ func LookupContext(ctx context.Context, key Key) (any, bool) {
 // and was handed ctx, ignoring v's default: [LookupContext] typed, by the
 // same rule (the context the code runs in, or the one ctx carries). The ok
 // result is false if no such place holds a value for v. A nil ctx counts as
-// carrying none.
+// carrying none. Inside a Run, ctx is not read at all: to read what ctx
+// carries, whatever the goroutine runs in, take c, _ := FromContext(ctx)
+// and call v.In(c).
 func (v *Var[T]) InContext(ctx context.Context) (T, bool) {
 	if v == nil {
 		panic(errNilVar)

@@ -48,7 +48,9 @@
 // does not encode, members Inject dropped to stay within the limits — the
 // vars concerned stay unset or unsent, and the error goes to the
 // Propagator's error hook ([Propagator.SetErrorHandler]) and is counted
-// ([Propagator.Errors]); drops for the limits wrap [ErrLimit]. (The hook is
+// ([Propagator.Errors]); drops for the limits wrap [ErrLimit]. With no hook
+// set, the Propagator logs the error to slog.Default() at level Warn: its
+// first, then at most one a second, with the count so far. (The hook is
 // the Propagator's own rather than OpenTelemetry's global otel.Handle,
 // whose package would bring OpenTelemetry's metric and log APIs into every
 // program that uses this one; p.SetErrorHandler(otel.Handle) forwards to it.)
@@ -60,10 +62,12 @@ import (
 	"encoding"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/propagation"
@@ -121,7 +125,9 @@ func String(v *contextvars.Var[string], key string) Field {
 
 // Text returns a Field for a var whose type implements
 // encoding.TextMarshaler and, through its pointer, encoding.TextUnmarshaler
-// (time.Time, netip.Addr, big.Int and the like).
+// (time.Time, netip.Addr and the like). A type whose MarshalText has a
+// pointer receiver (big.Int) fits neither Var[big.Int] nor Var[*big.Int]:
+// give Func its encoding.
 func Text[T encoding.TextMarshaler, PT interface {
 	*T
 	encoding.TextUnmarshaler
@@ -204,6 +210,7 @@ type Propagator struct {
 	fields  []Field
 	onError atomic.Pointer[func(error)]
 	errors  atomic.Int64
+	logged  atomic.Int64 // when logError last logged, in Unix nanoseconds; 0: never
 }
 
 var _ propagation.TextMapPropagator = (*Propagator)(nil)
@@ -228,8 +235,11 @@ func New(fields ...Field) *Propagator {
 // on: a baggage header that does not parse or is over the limits, a value
 // that does not decode for its var, a value that does not encode, members
 // Inject dropped to stay within the limits ([ErrLimit]). handle may be
-// called from many goroutines at once; nil removes it. To send the errors
-// to OpenTelemetry's global error handler, pass otel.Handle.
+// called from many goroutines at once. With no handler set, or after
+// SetErrorHandler(nil), p logs the errors to slog.Default() at level Warn,
+// the first and then at most one a second, with the number of errors so
+// far; a handler that does nothing (func(error) {}) silences them. To send
+// the errors to OpenTelemetry's global error handler, pass otel.Handle.
 func (p *Propagator) SetErrorHandler(handle func(error)) {
 	if p == nil {
 		panic(errors.New("contextvars: baggagevars: SetErrorHandler on a nil *Propagator"))
@@ -249,12 +259,30 @@ func (p *Propagator) Errors() int64 {
 	return p.errors.Load()
 }
 
-// report counts err and hands it to the error handler.
+// report counts err and hands it to the error handler, or logs it if there
+// is none.
 func (p *Propagator) report(err error) {
-	p.errors.Add(1)
+	n := p.errors.Add(1)
 	if h := p.onError.Load(); h != nil {
 		(*h)(err)
+		return
 	}
+	p.logError(err, n)
+}
+
+// logError is the error handler of a Propagator that has none: it logs err,
+// p's n-th error, to slog.Default() at level Warn, unless p logged one less
+// than a second ago. So the first error of a program that set no handler is
+// seen, and a flood of them (every request over the limits) costs one line
+// a second.
+func (p *Propagator) logError(err error, n int64) {
+	now := time.Now().UnixNano()
+	last := p.logged.Load()
+	if last != 0 && now-last < int64(time.Second) || !p.logged.CompareAndSwap(last, now) {
+		return
+	}
+	slog.Default().Warn("contextvars: baggagevars: a var was not propagated, or a header not read (SetErrorHandler to handle these)",
+		"err", err, "errors", n)
 }
 
 // Fields returns the header Inject sets: baggage.
@@ -605,6 +633,16 @@ func (p *Propagator) Transport(base http.RoundTripper) http.RoundTripper {
 type transport struct {
 	p    *Propagator
 	base http.RoundTripper
+}
+
+// CloseIdleConnections closes the idle connections of the RoundTripper
+// Transport was given, if it has that method (as *http.Transport has): an
+// http.Client's CloseIdleConnections calls it only on a Transport that has
+// it, and so reaches the base through this one.
+func (t *transport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // RoundTrip sends a clone of r with p's vars in its baggage header; a

@@ -1,10 +1,12 @@
 package baggagevars_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -292,4 +294,43 @@ func FuzzBaggageExtract(f *testing.F) {
 			return nil
 		}))
 	})
+}
+
+// TestPropagator_logsErrorsWithNoHandler: with no error handler set, errors
+// are not silent: the first is logged to slog.Default() at level Warn, then
+// at most one a second (a flood costs one line a second); a handler replaces
+// the logging, and SetErrorHandler(nil) brings it back.
+func TestPropagator_logsErrorsWithNoHandler(t *testing.T) {
+	var buf bytes.Buffer
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, nil)))
+	defer slog.SetDefault(old)
+	bad := propagation.MapCarrier{"baggage": "client.ip=not-an-ip"}
+
+	p := newPropagator()
+	for range 5 {
+		p.Extract(context.Background(), bad)
+	}
+	assert.Equal(t, int64(5), p.Errors())
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	require.Len(t, lines, 1, "one line for a burst: %s", buf.String())
+	assert.Contains(t, lines[0], "level=WARN")
+	assert.Contains(t, lines[0], "contextvars: baggagevars:")
+	assert.Contains(t, lines[0], "client.ip")
+	assert.Contains(t, lines[0], "errors=1")
+
+	buf.Reset()
+	handled := 0
+	p.SetErrorHandler(func(error) { handled++ })
+	p.Extract(context.Background(), bad)
+	assert.Equal(t, 1, handled)
+	assert.Empty(t, buf.String(), "a handler replaces the logging")
+
+	q := newPropagator()
+	q.SetErrorHandler(func(error) {})
+	q.Extract(context.Background(), bad)
+	assert.Empty(t, buf.String(), "a handler that does nothing silences the errors")
+	q.SetErrorHandler(nil)
+	q.Extract(context.Background(), bad)
+	assert.Contains(t, buf.String(), "errors=2", "nil restores the logging")
 }

@@ -2,10 +2,13 @@ package baggagevars_test
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -130,3 +133,55 @@ func TestSeams_receiverKeepsAllInjectWrites(t *testing.T) {
 	assert.Equal(t, strings.Repeat("é, ", 300), tn)
 	t.Logf("header: %d bytes, %d members, errors %d", len(h), n, p.Errors())
 }
+
+// closeCounter is a RoundTripper that counts CloseIdleConnections calls.
+type closeCounter struct{ closes int }
+
+func (c *closeCounter) RoundTrip(*http.Request) (*http.Response, error) {
+	return nil, http.ErrNotSupported
+}
+func (c *closeCounter) CloseIdleConnections() { c.closes++ }
+
+// TestSeams_transportClosesIdleConnections: an http.Client whose Transport
+// is p.Transport(base) closes base's idle connections, as it would base's
+// alone (it calls CloseIdleConnections only on a Transport that has it): a
+// keep-alive connection is not left open until the server's Shutdown times
+// out. Without it, a base with no such method is left alone.
+func TestSeams_transportClosesIdleConnections(t *testing.T) {
+	p := baggagevars.New()
+	base := &closeCounter{}
+	client := &http.Client{Transport: p.Transport(base)}
+	client.CloseIdleConnections()
+	assert.Equal(t, 1, base.closes)
+
+	// A real connection: closed through the wrapper.
+	var open atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	client = &http.Client{Transport: p.Transport(&http.Transport{})}
+	resp, err := client.Get(srv.URL)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, int32(1), open.Load())
+	client.CloseIdleConnections()
+	require.Eventually(t, func() bool { return open.Load() == 0 }, 5*time.Second, time.Millisecond)
+
+	// A base without the method: nothing to call, and no panic.
+	(&http.Client{Transport: p.Transport(roundTripperFunc(func(*http.Request) (*http.Response, error) {
+		return nil, http.ErrNotSupported
+	}))}).CloseIdleConnections()
+}
+
+// roundTripperFunc is a RoundTripper of a func, with no other method.
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
