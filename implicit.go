@@ -5,7 +5,6 @@ package contextvars
 // rule (goroutineid.go tells a cgo callback's goroutine).
 
 import (
-	"strconv"
 	"sync/atomic"
 )
 
@@ -33,5 +32,5 @@ func ForbidImplicit(on bool) (previous bool) {
 // outside any Run, wrapping ErrOutsideRun; why says why no implicit context
 // may be made.
 func errOutsideRun(name, why string) error {
-	return &cvError{ErrOutsideRun, "contextvars: Set of var " + strconv.Quote(name) + " outside any Run: " + why}
+	return &cvError{ErrOutsideRun, "contextvars: Set of <ContextVar name=" + pyQuote(name) + "> outside any Run: " + why}
 }

@@ -101,7 +101,7 @@ func TestForbidImplicit(t *testing.T) {
 				err, _ := recover().(error)
 				require.Error(t, err, "Set outside Run panics with an error")
 				assert.True(t, errors.Is(err, ErrOutsideRun))
-				assert.Contains(t, err.Error(), `"request.id"`)
+				assert.Contains(t, err.Error(), `<ContextVar name='request.id'>`)
 				assert.Contains(t, err.Error(), "ForbidImplicit")
 			}()
 			v.Set(1)

@@ -28,7 +28,6 @@ package contextvars
 
 import (
 	"fmt"
-	"strconv"
 	"unsafe"
 )
 
@@ -131,7 +130,7 @@ func (t *Token[T]) reset(k *varCore) error {
 // and leaves t unchanged.
 func (t *Token[T]) consume(k *varCore) (gs *gstate, hasOld bool, err error) {
 	if t == nil {
-		return nil, false, errNilTokenf("Reset(nil) of var " + strconv.Quote(k.name))
+		return nil, false, errNilTokenf("Reset(nil) of <ContextVar name=" + pyQuote(k.name) + ">")
 	}
 	if t.key == nil {
 		return nil, false, errNilTokenf("zero Token was not returned by Var.Set")

@@ -226,8 +226,10 @@ func (v *Var[T]) String() string {
 // pyQuote returns s quoted as Python's repr quotes a str: in single quotes,
 // or in double quotes if s holds a single quote and no double quote; with
 // the backslash, that quote, tabs, newlines, carriage returns and other
-// characters that are not printable escaped (a byte of invalid UTF-8 as
-// \xNN, which a Python str cannot hold).
+// characters that are not printable escaped. A byte of invalid UTF-8, which
+// a Python str cannot hold, prints as \udcNN, as Python prints the str that
+// decoding those bytes with errors="surrogateescape" gives (os.fsdecode):
+// so two names that differ print differently.
 func pyQuote(s string) string {
 	q := byte('\'')
 	if strings.IndexByte(s, '\'') >= 0 && strings.IndexByte(s, '"') < 0 {
@@ -248,7 +250,7 @@ func pyQuote(s string) string {
 		case r == '\r':
 			b.WriteString(`\r`)
 		case r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD"): // an invalid byte
-			fmt.Fprintf(&b, `\x%02x`, s[i])
+			fmt.Fprintf(&b, `\udc%02x`, s[i])
 		case r < 0x100 && !unicode.IsPrint(r):
 			fmt.Fprintf(&b, `\x%02x`, r)
 		case !unicode.IsPrint(r) && r < 0x10000:

@@ -59,7 +59,9 @@ func TestVar_String_quotesNameAsPython(t *testing.T) {
 		{"zwsp\u200b", `'zwsp\u200b'`},
 		{"emoji\U0001f600", `'emoji😀'`},
 		{"\U000e0001tag", `'\U000e0001tag'`},
-		{"bad\xffbyte", `'bad\xffbyte'`}, // invalid UTF-8, which no Python str holds
+		{"bad\xffbyte", `'bad\udcffbyte'`}, // invalid UTF-8: as Python's os.fsdecode(b"bad\xffbyte")
+		{"\x85", `'\udc85'`},               // an invalid byte, not U+0085
+		{"\u0085", `'\x85'`},
 	} {
 		v := contextvars.NewVar[int](tc.name)
 		assert.Equal(t, "<ContextVar name="+tc.want+" at ", v.String()[:len("<ContextVar name="+tc.want+" at ")], "name %q", tc.name)
@@ -225,7 +227,7 @@ func TestVar_Reset(t *testing.T) {
 				return setup{contextvars.NewVar[int]("v"), nil, inSame(c)}
 			},
 			wantErr: contextvars.ErrNilToken,
-			wantMsg: `^contextvars: nil token: Reset\(nil\) of var "v"$`,
+			wantMsg: `^contextvars: nil token: Reset\(nil\) of <ContextVar name='v'>$`,
 		},
 		{
 			name: "zero token",

@@ -50,7 +50,9 @@
 // Propagator's error hook ([Propagator.SetErrorHandler]) and is counted
 // ([Propagator.Errors]); drops for the limits wrap [ErrLimit]. With no hook
 // set, the Propagator logs the error to slog.Default() at level Warn: its
-// first, then at most one a second, with the count so far. (The hook is
+// first, then at most one a second, with the count so far and the error's
+// text cut to 512 bytes (it may quote the header's values, which come from
+// another service or a client). (The hook is
 // the Propagator's own rather than OpenTelemetry's global otel.Handle,
 // whose package would bring OpenTelemetry's metric and log APIs into every
 // program that uses this one; p.SetErrorHandler(otel.Handle) forwards to it.)
@@ -210,7 +212,7 @@ type Propagator struct {
 	fields  []Field
 	onError atomic.Pointer[func(error)]
 	errors  atomic.Int64
-	logged  atomic.Int64 // when logError last logged, in Unix nanoseconds; 0: never
+	logged  atomic.Int64 // when logError last logged, in ns since logEpoch, plus 1; 0: never
 }
 
 var _ propagation.TextMapPropagator = (*Propagator)(nil)
@@ -275,15 +277,31 @@ func (p *Propagator) report(err error) {
 // than a second ago. So the first error of a program that set no handler is
 // seen, and a flood of them (every request over the limits) costs one line
 // a second.
+//
+// Time is read on the monotonic clock (since logEpoch), which no change of
+// the wall clock moves; a time earlier than the last line's (a synctest
+// bubble's clock, which has no monotonic reading) logs rather than waiting.
+// The error's text, which may quote a header's values, is cut to
+// maxLogged bytes: a header comes from another service, or a client.
 func (p *Propagator) logError(err error, n int64) {
-	now := time.Now().UnixNano()
+	now := int64(time.Since(logEpoch)) + 1
 	last := p.logged.Load()
-	if last != 0 && now-last < int64(time.Second) || !p.logged.CompareAndSwap(last, now) {
+	if last != 0 && now >= last && now-last < int64(time.Second) || !p.logged.CompareAndSwap(last, now) {
 		return
 	}
+	msg := err.Error()
+	if len(msg) > maxLogged {
+		msg = strings.ToValidUTF8(msg[:maxLogged], "") + "…"
+	}
 	slog.Default().Warn("contextvars: baggagevars: a var was not propagated, or a header not read (SetErrorHandler to handle these)",
-		"err", err, "errors", n)
+		"err", msg, "errors", n)
 }
+
+// logEpoch is the base of Propagator.logged's times.
+var logEpoch = time.Now()
+
+// maxLogged is the most bytes of an error's text logError logs.
+const maxLogged = 512
 
 // Fields returns the header Inject sets: baggage.
 func (p *Propagator) Fields() []string { return []string{baggageHeader} }

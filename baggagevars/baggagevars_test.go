@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -302,9 +303,15 @@ func FuzzBaggageExtract(f *testing.F) {
 // the logging, and SetErrorHandler(nil) brings it back.
 func TestPropagator_logsErrorsWithNoHandler(t *testing.T) {
 	var buf bytes.Buffer
-	old := slog.Default()
+	old, oldOut, oldFlags := slog.Default(), log.Writer(), log.Flags()
 	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, nil)))
-	defer slog.SetDefault(old)
+	defer func() {
+		// SetDefault also sends package log's output to the handler:
+		// restore that too, or later tests' logs go to buf.
+		slog.SetDefault(old)
+		log.SetOutput(oldOut)
+		log.SetFlags(oldFlags)
+	}()
 	bad := propagation.MapCarrier{"baggage": "client.ip=not-an-ip"}
 
 	p := newPropagator()
@@ -333,4 +340,12 @@ func TestPropagator_logsErrorsWithNoHandler(t *testing.T) {
 	q.SetErrorHandler(nil)
 	q.Extract(context.Background(), bad)
 	assert.Contains(t, buf.String(), "errors=2", "nil restores the logging")
+
+	// A long header value is cut.
+	buf.Reset()
+	r := newPropagator()
+	r.Extract(context.Background(), propagation.MapCarrier{"baggage": "client.ip=" + strings.Repeat("x", 4000)})
+	assert.Equal(t, int64(1), r.Errors())
+	assert.Less(t, buf.Len(), 1000, buf.String())
+	assert.Contains(t, buf.String(), "…")
 }

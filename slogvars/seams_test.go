@@ -35,9 +35,13 @@ func reviewDecode(t *testing.T, b []byte) []map[string]any {
 func TestSeams_everyPath(t *testing.T) {
 	var buf bytes.Buffer
 	h := slogvars.NewHandler(slog.NewJSONHandler(&buf, nil), requestID, user)
-	prev := slog.Default()
+	prev, prevOut, prevFlags := slog.Default(), log.Writer(), log.Flags()
 	slog.SetDefault(slog.New(h))
-	defer slog.SetDefault(prev)
+	defer func() { // package log's output too, which SetDefault redirects
+		slog.SetDefault(prev)
+		log.SetOutput(prevOut)
+		log.SetFlags(prevFlags)
+	}()
 	require.NoError(t, contextvars.New().Run(func() error {
 		requestID.Set("r-9")
 		slog.Info("plain")

@@ -62,7 +62,7 @@ func TestCgo_callbacksOfThreadsDoNotMix(t *testing.T) {
 		assert.False(t, r.sawBefore, "thread %d sees no value on entry", i)
 		require.Error(t, r.setErr, "thread %d: Set outside Run in a callback fails loudly", i)
 		assert.True(t, errors.Is(r.setErr, contextvars.ErrOutsideRun))
-		assert.Contains(t, r.setErr.Error(), `"v"`)
+		assert.Contains(t, r.setErr.Error(), `<ContextVar name='v'>`)
 		assert.Contains(t, r.setErr.Error(), "cgo callback")
 		assert.Equal(t, i, r.inRun, "thread %d: Run works", i)
 		assert.False(t, r.sawAfter, "thread %d: the Run's value stays in the Run", i)
