@@ -5,27 +5,29 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 
 	"github.com/go-contextvars/contextvars"
 	"github.com/go-contextvars/contextvars/baggagevars"
 )
 
-// A var travels from a client's context to the server's handler in the
-// W3C baggage header: the Transport sends it, the Handler sets it for the
-// request. Errors (a value too large to send, a header that does not
-// parse) go to the error handler, or to slog.Default() when none is set.
-func Example() {
+// This example demonstrates a var travelling from a client to a service:
+// the Transport writes it into the baggage header of the request, and the
+// Handler, middleware of the shape func(http.Handler) http.Handler, sets
+// it in the request's context on the other side.
+func ExamplePropagator_Handler() {
 	tenant := contextvars.NewVar[string]("tenant")
 	p := baggagevars.New(baggagevars.String(tenant, "tenant"))
+	// Errors (a value too large to send, a header that does not parse) go
+	// to the handler, or, with none set, to slog.Default().
 	p.SetErrorHandler(func(err error) { fmt.Println("baggage:", err) })
 
 	srv := httptest.NewServer(p.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t, _ := tenant.Get()
-		fmt.Fprintf(w, "the server sees tenant=%s", t)
+		fmt.Fprint(w, "the service sees tenant=", t)
 	})))
 	defer srv.Close()
-	client := &http.Client{Transport: p.Transport(&http.Transport{})}
-	defer client.CloseIdleConnections()
+	client := &http.Client{Transport: p.Transport(srv.Client().Transport)}
 
 	err := contextvars.New().Run(func() error {
 		tenant.Set("acme")
@@ -34,12 +36,11 @@ func Example() {
 			return err
 		}
 		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		fmt.Println(string(body))
+		_, err = io.Copy(os.Stdout, resp.Body)
 		return err
 	})
 	if err != nil {
 		fmt.Println(err)
 	}
-	// Output: the server sees tenant=acme
+	// Output: the service sees tenant=acme
 }
