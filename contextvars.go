@@ -211,7 +211,7 @@ func tokenError(sentinel error, name string, used bool, what string) error {
 	if used {
 		u = " used"
 	}
-	return &cvError{sentinel, "contextvars: <Token" + u + " var=<ContextVar name=" + pyQuote(name) + ">> " + what}
+	return &cvError{sentinel, "contextvars: <Token" + u + " var=" + varRepr(name) + "> " + what}
 }
 
 // errNilTokenf returns an error wrapping ErrNilToken that says what was nil.

@@ -32,5 +32,5 @@ func ForbidImplicit(on bool) (previous bool) {
 // outside any Run, wrapping ErrOutsideRun; why says why no implicit context
 // may be made.
 func errOutsideRun(name, why string) error {
-	return &cvError{ErrOutsideRun, "contextvars: Set of <ContextVar name=" + pyQuote(name) + "> outside any Run: " + why}
+	return &cvError{ErrOutsideRun, "contextvars: Set of " + varRepr(name) + " outside any Run: " + why}
 }

@@ -130,7 +130,7 @@ func (t *Token[T]) reset(k *varCore) error {
 // and leaves t unchanged.
 func (t *Token[T]) consume(k *varCore) (gs *gstate, hasOld bool, err error) {
 	if t == nil {
-		return nil, false, errNilTokenf("Reset(nil) of <ContextVar name=" + pyQuote(k.name) + ">")
+		return nil, false, errNilTokenf("Reset(nil) of " + varRepr(k.name))
 	}
 	if t.key == nil {
 		return nil, false, errNilTokenf("zero Token was not returned by Var.Set")
@@ -140,7 +140,7 @@ func (t *Token[T]) consume(k *varCore) (gs *gstate, hasOld bool, err error) {
 		return nil, false, tokenError(ErrTokenUsed, t.varName(), true, "has already been used once")
 	}
 	if t.key != k {
-		other := "<ContextVar name=" + pyQuote(k.name) + ">"
+		other := varRepr(k.name)
 		if k.name == t.varName() {
 			other = "another ContextVar of that name"
 		}

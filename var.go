@@ -223,6 +223,10 @@ func (v *Var[T]) String() string {
 	return fmt.Sprintf("<ContextVar name=%s default=%s at %p>", pyQuote(v.c.name), def, v)
 }
 
+// varRepr returns the repr of the var named name that errors print: Python's
+// repr less the address and the default, <ContextVar name='v'>.
+func varRepr(name string) string { return "<ContextVar name=" + pyQuote(name) + ">" }
+
 // pyQuote returns s quoted as Python's repr quotes a str: in single quotes,
 // or in double quotes if s holds a single quote and no double quote; with
 // the backslash, that quote, tabs, newlines, carriage returns and other
